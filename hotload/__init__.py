@@ -1,0 +1,3 @@
+"""hotload: hot code upgrades for live Smalltalk web applications."""
+
+__version__ = "0.1.0"

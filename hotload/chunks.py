@@ -1,0 +1,362 @@
+"""The chunk ("bang") format of `snapshot/source.st` and of file-outs.
+
+    >>> snapshot = read_source("Object subclass: #Foo instanceVariableNames: 'a' "
+    ...     "classVariableNames: '' poolDictionaries: '' category: 'X'!\\n"
+    ...     "!Foo methodsFor: 'acc'!\\na\\n\\t^ a! !\\n")
+    >>> snapshot.classes['Foo'].instance_variables, snapshot.methods[0].selector
+    (('a',), 'a')
+
+Chunks end at a `!` that is not doubled; `!!` stands for one `!`. A chunk that
+starts with `!` is a reader declaration (`methodsFor:`, `commentStamp:prior:`)
+that consumes the chunks after it.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+
+class ChunkError(ValueError):
+    pass
+
+
+@dataclass
+class ClassDefinition:
+    name: str
+    superclass: Optional[str]
+    kind: str = "subclass"
+    instance_variables: Tuple[str, ...] = ()
+    class_variables: Tuple[str, ...] = ()
+    pool_dictionaries: Tuple[str, ...] = ()
+    category: str = ""
+    traits: Tuple[str, ...] = ()
+    class_instance_variables: Tuple[str, ...] = ()
+    class_traits: Tuple[str, ...] = ()
+    comment: Optional[str] = None
+    comment_stamp: str = ""
+    is_trait: bool = False
+    traits_expression: str = ""
+
+
+class MethodDefinition:
+    """One method; its selector is read from the source when first asked for."""
+
+    __slots__ = ("class_name", "meta", "protocol", "source", "stamp", "_selector")
+
+    def __init__(self, class_name: str, meta: bool, protocol: str, source: str, stamp: str = ""):
+        self.class_name = class_name
+        self.meta = meta
+        self.protocol = protocol
+        self.source = source
+        self.stamp = stamp
+        self._selector = None
+
+    @property
+    def selector(self) -> str:
+        if self._selector is None:
+            self._selector = method_selector(self.source)
+        return self._selector
+
+    @property
+    def is_extension_protocol(self) -> bool:
+        return self.protocol.startswith("*")
+
+    def __repr__(self):
+        side = " class" if self.meta else ""
+        return f"<MethodDefinition {self.class_name}{side}>>{self.selector}>"
+
+
+@dataclass
+class Snapshot:
+    categories: List[str] = field(default_factory=list)
+    classes: dict = field(default_factory=dict)  # name -> ClassDefinition, in source order
+    methods: List[MethodDefinition] = field(default_factory=list)
+    doits: List[str] = field(default_factory=list)
+
+
+# -- chunks -----------------------------------------------------------------
+
+
+def split_chunks(text: str) -> List[str]:
+    """The chunks of `text`, with `!!` unescaped and CR/CRLF line ends made LF.
+
+    A chunk that is only white space marks that the next chunk is a reader
+    declaration (at top level) or ends a method group (after `methodsFor:`).
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    pieces = text.split("!")
+    last = len(pieces) - 1
+    if pieces[last].strip():
+        tail = pieces[last].strip()[:40]
+        raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail!r}...)")
+    if "!!" not in text:
+        return pieces[:last]
+    chunks, pending = [], []
+    index = 0
+    while index < last:
+        piece = pieces[index]
+        if index + 1 < last and pieces[index + 1] == "":
+            pending += (piece, "!")
+            index += 2
+            continue
+        if pending:
+            pending.append(piece)
+            piece = "".join(pending)
+            pending = []
+        chunks.append(piece)
+        index += 1
+    return chunks
+
+
+# -- tokens of one chunk ------------------------------------------------------
+
+_TOKENS = re.compile(
+    r"""\s+|"[^"]*"|
+    (?P<string>'(?:[^']|'')*')|
+    (?P<keyword>[A-Za-z_][A-Za-z0-9_]*:(?!=))|
+    (?P<symbol>\#(?:[A-Za-z_][A-Za-z0-9_:]*|'(?:[^']|'')*'|[-+*/\\<>=~@%|&?,]+))|
+    (?P<identifier>[A-Za-z_][A-Za-z0-9_.]*)|
+    (?P<other>\$.|[-+*/\\<>=~@%|&?,]+|[(){}\[\].;^#]|[0-9][0-9a-zA-Z.]*|:=?)""",
+    re.X | re.S,
+)
+
+
+def _tokens(text: str):
+    pos = 0
+    out = []
+    while pos < len(text):
+        match = _TOKENS.match(text, pos)
+        if not match:
+            raise ChunkError(f"cannot read {text[pos:pos + 20]!r}")
+        pos = match.end()
+        kind = match.lastgroup
+        if kind:
+            out.append((kind, match.group(kind)))
+    return out
+
+
+def _string_value(token) -> str:
+    kind, value = token
+    if kind == "string":
+        return value[1:-1].replace("''", "'")
+    if kind == "symbol":
+        value = value[1:]
+        return value[1:-1].replace("''", "'") if value.startswith("'") else value
+    return value
+
+
+@dataclass
+class _Message:
+    receiver: List[tuple]
+    parts: List[Tuple[str, List[tuple]]]  # (keyword, argument tokens)
+
+    @property
+    def selector(self) -> str:
+        return "".join(keyword for keyword, _ in self.parts)
+
+    def arg(self, keyword: str):
+        for name, tokens in self.parts:
+            if name == keyword:
+                return tokens
+        return None
+
+    def string_arg(self, keyword: str) -> Optional[str]:
+        tokens = self.arg(keyword)
+        if not tokens:
+            return None
+        return _string_value(tokens[0])
+
+
+def _parse_keyword_message(text: str) -> Optional[_Message]:
+    """Split `receiver kw1: arg kw2: arg` at keywords of nesting depth 0."""
+    tokens = _tokens(text)
+    depth = 0
+    receiver, parts = [], []
+    for token in tokens:
+        kind, value = token
+        if kind == "other" and value in "([{":
+            depth += 1
+        elif kind == "other" and value in ")]}":
+            depth -= 1
+        if kind == "keyword" and depth == 0:
+            parts.append((value, []))
+        elif parts:
+            parts[-1][1].append(token)
+        else:
+            receiver.append(token)
+    if not parts:
+        return None
+    return _Message(receiver, parts)
+
+
+def _names(value: Optional[str]) -> Tuple[str, ...]:
+    return tuple((value or "").split())
+
+
+def _trait_names(tokens) -> Tuple[str, ...]:
+    names = []
+    depth = 0
+    for kind, value in tokens or ():
+        if kind == "other" and value == "{":
+            depth += 1
+        elif kind == "other" and value == "}":
+            depth -= 1
+        elif kind == "identifier" and depth == 0 and value[0].isupper():
+            names.append(value)
+    return tuple(names)
+
+
+def _tokens_text(tokens) -> str:
+    return " ".join(value for _, value in tokens or ())
+
+
+_CLASS_KINDS = (
+    "subclass:",
+    "variableSubclass:",
+    "variableByteSubclass:",
+    "variableWordSubclass:",
+    "weakSubclass:",
+    "ephemeronSubclass:",
+    "immediateSubclass:",
+)
+
+_SELECTOR = re.compile(
+    r"\s*(?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\s*)+)|"
+    r"([-+*/\\<>=~@%|&?,]+)\s*[A-Za-z_]|([A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def method_selector(source: str) -> str:
+    match = _SELECTOR.match(source)
+    if not match:
+        raise ChunkError(f"cannot read the selector of a method starting {source[:40]!r}")
+    keywords, binary, unary = match.groups()
+    if keywords:
+        return "".join(re.findall(r"[A-Za-z_][A-Za-z0-9_]*:", keywords))
+    return binary or unary
+
+
+# -- the reader ------------------------------------------------------------------
+
+
+def _receiver_class(tokens) -> Tuple[Optional[str], bool]:
+    """`Foo` -> ('Foo', False); `Foo class` -> ('Foo', True); `Foo classSide` and `TFoo classTrait` too."""
+    names = [value for kind, value in tokens if kind == "identifier"]
+    if len(names) == 1:
+        return names[0], False
+    if len(names) == 2 and names[1] in ("class", "classSide", "classTrait"):
+        return names[0], True
+    return None, False
+
+
+_METHODS_FOR = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_.]*)(?:\s+(class|classSide|classTrait))?\s+methodsFor:\s*"
+    r"'((?:[^']|'')*)'(?:\s+stamp:\s*'((?:[^']|'')*)')?\s*$"
+)
+
+
+def read_source(text: str) -> Snapshot:
+    """Read a whole chunk-format source into a Snapshot."""
+    snapshot = Snapshot()
+    chunks = split_chunks(text)
+    count = len(chunks)
+    index = 0
+    methods = snapshot.methods
+    while index < count:
+        chunk = chunks[index]
+        index += 1
+        if chunk.strip():
+            _read_doit(chunk, snapshot)
+            continue
+        if index >= count:
+            break
+        header = chunks[index]
+        index += 1
+        match = _METHODS_FOR.match(header)
+        if match:
+            class_name, side, protocol, stamp = match.groups()
+            meta = side is not None
+            protocol = protocol.replace("''", "'")
+            stamp = (stamp or "").replace("''", "'")
+            while index < count:
+                source = chunks[index]
+                index += 1
+                if not source.strip():
+                    break
+                methods.append(MethodDefinition(class_name, meta, protocol, source.strip("\n"), stamp))
+            continue
+        index = _read_declaration(chunks, index, header, snapshot)
+    return snapshot
+
+
+def _read_declaration(chunks: List[str], index: int, header: str, snapshot: Snapshot) -> int:
+    """Reads a non-method declaration; answers the index after what it consumed."""
+    message = _parse_keyword_message(header)
+    class_name, _ = _receiver_class(message.receiver) if message else (None, False)
+    selector = message.selector if message else ""
+    if class_name and selector in ("commentStamp:prior:", "commentStamp:") and index < len(chunks):
+        definition = snapshot.classes.get(class_name)
+        if definition is not None:
+            definition.comment = chunks[index]
+            definition.comment_stamp = message.string_arg("commentStamp:") or ""
+        return index + 1
+    if class_name and selector == "" and header.strip().endswith("reorganize"):
+        return index + 1
+    raise ChunkError(f"unknown reader declaration !{header.strip()[:60]}!")
+
+
+def _read_doit(chunk: str, snapshot: Snapshot):
+    message = _parse_keyword_message(chunk)
+    if message is not None:
+        first = message.parts[0][0]
+        if first in _CLASS_KINDS:
+            snapshot_class = _class_definition(message, first)
+            snapshot.classes[snapshot_class.name] = snapshot_class
+            return
+        if first == "named:" and _tokens_text(message.receiver) == "Trait":
+            name = message.string_arg("named:")
+            snapshot.classes[name] = ClassDefinition(
+                name=name,
+                superclass=None,
+                kind="trait",
+                category=message.string_arg("category:") or message.string_arg("package:") or "",
+                traits=_trait_names(message.arg("uses:")),
+                traits_expression=_tokens_text(message.arg("uses:")),
+                is_trait=True,
+            )
+            return
+        if first == "addCategory:" and _tokens_text(message.receiver) == "SystemOrganization":
+            snapshot.categories.append(message.string_arg("addCategory:"))
+            return
+        class_name, meta = _receiver_class(message.receiver)
+        if meta and first in ("instanceVariableNames:", "uses:"):
+            definition = snapshot.classes.get(class_name)
+            if definition is None:
+                raise ChunkError(f"class-side definition of {class_name} before its class")
+            if message.arg("instanceVariableNames:") is not None:
+                definition.class_instance_variables = _names(message.string_arg("instanceVariableNames:"))
+            if message.arg("uses:") is not None:
+                definition.class_traits = _trait_names(message.arg("uses:"))
+            return
+    snapshot.doits.append(chunk.strip())
+
+
+def _class_definition(message: _Message, kind_keyword: str) -> ClassDefinition:
+    superclass_tokens = message.receiver
+    superclass = _tokens_text(superclass_tokens)
+    name = message.string_arg(kind_keyword)
+    if not name:
+        raise ChunkError("a class definition without a class name")
+    return ClassDefinition(
+        name=name,
+        superclass=None if superclass in ("nil", "ProtoObject nil") else superclass,
+        kind=kind_keyword[:-1],
+        instance_variables=_names(
+            message.string_arg("instanceVariableNames:") or message.string_arg("instanceVariablesNames:")
+        ),
+        class_variables=_names(message.string_arg("classVariableNames:")),
+        pool_dictionaries=_names(message.string_arg("poolDictionaries:")),
+        category=message.string_arg("category:") or message.string_arg("package:") or "",
+        traits=_trait_names(message.arg("uses:")),
+        traits_expression=_tokens_text(message.arg("uses:")),
+    )
