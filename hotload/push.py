@@ -1,0 +1,207 @@
+"""Pushing a planned batch into a staging directory (docs/protocol.md, "Pushing").
+
+    >>> with open_transport(parse_target("app1:/srv/app/staging")) as staging:
+    ...     result = Pusher(staging).push(plan)
+    >>> result.batch, result.bytes_sent
+    ('20261122T203700Z-3fa9c1', 48213)
+
+The lock is taken before anything is written and released after the trigger
+(or on any error, Ctrl-C included, after this push's temporary files are gone).
+"""
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from . import protocol
+from .errors import HotloadError, LockBusy
+from .plan import LoadPlan
+from .protocol import LockRecord, Manifest, ManifestEntry
+from .transports.base import Transport
+
+
+@dataclass
+class PushResult:
+    batch: str
+    target: str
+    entries: List[ManifestEntry]
+    bytes_sent: int
+    seconds: float
+    cleaned: List[str] = field(default_factory=list)
+    created_directory: bool = False
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_entries(plan: LoadPlan) -> List[ManifestEntry]:
+    """One entry per package in load order, with size and checksum measured now."""
+    entries = []
+    for position, package_plan in enumerate(plan.order, start=1):
+        package = package_plan.package
+        name = protocol.check_package_file_name(package.path.name)
+        entries.append(
+            ManifestEntry(position, name, package.path.stat().st_size, sha256_of(package.path), package.version.name)
+        )
+    return entries
+
+
+class PendingBatch(HotloadError):
+    exit_code = 4
+
+
+class Pusher:
+    """Takes the lock, cleans up, uploads, writes the manifest, creates the trigger, unlocks."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        lock_wait: float = 30.0,
+        pending_wait: float = 30.0,
+        break_lock: bool = False,
+        stale_after: float = protocol.STALE_LOCK_SECONDS,
+        on_progress: Optional[Callable[[str, int], None]] = None,
+        on_step: Optional[Callable[[str], None]] = None,
+    ):
+        self.transport = transport
+        self.lock_wait = lock_wait
+        self.pending_wait = pending_wait
+        self.break_lock = break_lock
+        self.stale_after = stale_after
+        self.on_progress = on_progress or (lambda name, sent: None)
+        self.on_step = on_step or (lambda step: None)
+
+    def push(self, plan: LoadPlan, batch: Optional[str] = None) -> PushResult:
+        started = time.monotonic()
+        entries = manifest_entries(plan)
+        manifest = Manifest.new(entries, batch)
+        manifest_text = manifest.render()
+        paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}
+        created = self.transport.ensure_directory()
+        self._lock(manifest.batch)
+        sent = 0
+        cleaned: List[str] = []
+        try:
+            cleaned = self._clean_up()
+            for entry in entries:
+                self.on_step(f"upload {entry.file}")
+                temporary = protocol.temp_name(manifest.batch, entry.file)
+                self.transport.upload(str(paths[entry.file]), temporary, lambda n, f=entry.file: self.on_progress(f, n))
+                self.transport.rename_replacing(temporary, entry.file)
+                sent += entry.size
+            self.on_step("manifest")
+            self._put_atomically(manifest.batch, protocol.MANIFEST, manifest_text.encode())
+            self.on_step("trigger")
+            self._put_atomically(manifest.batch, protocol.TRIGGER, f"{manifest.batch}\n".encode())
+        except BaseException:
+            self._remove_temporaries(manifest.batch)
+            raise
+        finally:
+            self._unlock(manifest.batch)
+        return PushResult(
+            manifest.batch, self.transport.description, entries, sent, time.monotonic() - started, cleaned, created
+        )
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _put_atomically(self, batch: str, name: str, data: bytes):
+        temporary = protocol.temp_name(batch, name)
+        self.transport.write(temporary, data)
+        self.transport.rename_replacing(temporary, name)
+
+    def _lock(self, batch: str):
+        self.on_step("lock")
+        record = LockRecord.new(batch).render().encode()
+        temporary = protocol.temp_name(batch, protocol.LOCK)
+        deadline = time.monotonic() + self.lock_wait
+        try:
+            while True:
+                # Written anew on each try: the holder's clean-up removes other pushes' temporaries.
+                self.transport.write(temporary, record)
+                if self.transport.rename_exclusive(temporary, protocol.LOCK):
+                    return
+                self.transport.remove(temporary)
+                holder = self._describe_lock()
+                if holder is None:
+                    continue  # released between our rename and our read: try again at once
+                age, description = holder
+                if age >= self.stale_after:
+                    if self.break_lock:
+                        self.on_step(f"break stale lock ({description})")
+                        self.transport.remove(protocol.LOCK)
+                        continue
+                    raise LockBusy(
+                        f"the staging directory {self.transport.description} has a stale lock: {description}. "
+                        "If that push is dead, run the push again with --break-lock"
+                    )
+                if time.monotonic() >= deadline:
+                    raise LockBusy(
+                        f"another push holds the lock on {self.transport.description}: {description}; "
+                        f"waited {self.lock_wait:.0f} s. Try again when it has finished"
+                    )
+                time.sleep(0.2)
+        except BaseException:
+            self.transport.remove(temporary)
+            raise
+
+    def _describe_lock(self):
+        data = self.transport.read(protocol.LOCK)
+        changed = self.transport.mtime(protocol.LOCK)
+        if data is None or changed is None:
+            return None
+        age = max(0.0, self.transport.now() - changed)
+        try:
+            record = LockRecord.parse(data.decode("utf-8", "replace"))
+            who = f"held by {record.holder} (pid {record.pid}, batch {record.batch})"
+        except HotloadError as error:
+            who = f"unreadable lock file ({error})"
+        return age, f"{who}, {age:.0f} s old"
+
+    def _unlock(self, batch: str):
+        data = self.transport.read(protocol.LOCK)
+        if data is None:
+            return
+        try:
+            owner = LockRecord.parse(data.decode("utf-8", "replace")).batch
+        except HotloadError:
+            return
+        if owner == batch:
+            self.transport.remove(protocol.LOCK)
+
+    def _clean_up(self) -> List[str]:
+        """Remove what interrupted pushes left; wait for a batch the loader has not taken yet."""
+        self.on_step("clean up")
+        deadline = time.monotonic() + self.pending_wait
+        while True:
+            names = set(self.transport.list_names())
+            if not (protocol.MANIFEST in names and protocol.TRIGGER in names):
+                break
+            if time.monotonic() >= deadline:
+                raise PendingBatch(
+                    f"a batch is still waiting for the loader at {self.transport.description} "
+                    f"(manifest and trigger present for {self.pending_wait:.0f} s); check the loader with "
+                    "`hotload status` before pushing again"
+                )
+            time.sleep(0.25)
+        removed = [name for name in names if name.startswith(protocol.TEMP_PREFIX)]
+        if protocol.MANIFEST in names:
+            removed.append(protocol.MANIFEST)
+        removed += [name for name in names if name.endswith(".mcz")]
+        for name in removed:
+            self.transport.remove(name)
+        return sorted(removed)
+
+    def _remove_temporaries(self, batch: str):
+        prefix = protocol.temp_name(batch, "")
+        try:
+            for name in self.transport.list_names():
+                if name.startswith(prefix):
+                    self.transport.remove(name)
+        except Exception:  # the connection may be gone; the next push cleans up
+            pass

@@ -1,0 +1,15 @@
+"""Transports: where a staging directory lives. See `base.Transport`."""
+
+from .base import Transport
+from .local import LocalTransport
+
+__all__ = ["Transport", "LocalTransport", "open_transport"]
+
+
+def open_transport(target) -> Transport:
+    """Open the transport for a parsed `hotload.targets.Target`."""
+    if target.is_local:
+        return LocalTransport(target.path)
+    from .sftp import SftpTransport
+
+    return SftpTransport.connect(target)

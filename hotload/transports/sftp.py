@@ -1,0 +1,226 @@
+"""A staging directory on a server, over SFTP (paramiko).
+
+    >>> staging = SftpTransport.connect(parse_target("app1:/srv/app/staging"))
+
+`app1` resolves through ~/.ssh/config (HostName, User, Port, IdentityFile,
+ProxyCommand, UserKnownHostsFile). Keys come from ssh-agent and key files.
+Host keys must already be in known_hosts: an unknown or changed key is refused.
+"""
+
+import errno
+import os
+import posixpath
+import stat
+import time
+import uuid
+from pathlib import Path
+from typing import List, Optional
+
+import paramiko
+
+from ..errors import TargetError
+from .base import Progress, Transport
+
+WINDOW = 64 * 1024 * 1024
+MAX_PACKET = 32 * 1024
+CHUNK = 256 * 1024
+
+
+class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        fingerprint = key.fingerprint
+        host, _, port = hostname.strip("[").partition("]:")
+        scan = f"ssh-keyscan -p {port} {host}" if port else f"ssh-keyscan {hostname}"
+        raise TargetError(
+            f"the host key of {hostname} is not in known_hosts ({key.get_name()} {fingerprint}); "
+            f"check that fingerprint with the server's administrator, then trust it with "
+            f"`{scan} >> ~/.ssh/known_hosts` or by connecting once with `ssh`"
+        )
+
+
+def _ssh_config(host: str) -> dict:
+    path = Path("~/.ssh/config").expanduser()
+    if not path.is_file():
+        return {"hostname": host}
+    try:
+        return paramiko.SSHConfig.from_path(str(path)).lookup(host)
+    except Exception as error:  # paramiko raises several kinds for a bad config
+        raise TargetError(f"cannot read {path}: {error}") from None
+
+
+class SftpTransport(Transport):
+    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, root: str, description: str):
+        self.client = client
+        self.sftp = sftp
+        self.root = root
+        self.description = description
+
+    @classmethod
+    def connect(cls, target, timeout: float = 15.0) -> "SftpTransport":
+        config = _ssh_config(target.host)
+        hostname = config.get("hostname", target.host)
+        port = target.port or int(config.get("port", 22))
+        user = target.user or config.get("user") or None
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_RefuseUnknownHost())
+        known = [Path("~/.ssh/known_hosts").expanduser()]
+        for entry in (config.get("userknownhostsfile") or "").split():
+            known.append(Path(entry).expanduser())
+        for path in known:
+            if path.is_file():
+                client.get_host_keys().load(str(path))
+        proxy = paramiko.ProxyCommand(config["proxycommand"]) if config.get("proxycommand") else None
+        keys = [str(Path(p).expanduser()) for p in config.get("identityfile", [])]
+        keys = [p for p in keys if os.path.exists(p)]
+        where = f"{user + '@' if user else ''}{hostname}:{port}"
+        try:
+            client.connect(
+                hostname,
+                port=port,
+                username=user,
+                key_filename=keys or None,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=True,
+                look_for_keys=not keys,
+                sock=proxy,
+                transport_factory=lambda sock, **options: paramiko.Transport(
+                    sock, default_window_size=WINDOW, default_max_packet_size=MAX_PACKET, **options
+                ),
+            )
+        except TargetError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            name = f"[{hostname}]:{port}" if port != 22 else hostname
+            raise TargetError(
+                f"the host key of {name} has CHANGED since it was stored in known_hosts "
+                f"(now {error.key.get_name()} {error.key.fingerprint}); this may be an attack. "
+                f"If the server was really re-keyed, remove the old key with `ssh-keygen -R '{name}'` "
+                "and trust the new one after checking its fingerprint"
+            ) from None
+        except paramiko.AuthenticationException as error:
+            client.close()
+            raise TargetError(
+                f"cannot log in to {where}: {error}; load a key into ssh-agent or set IdentityFile "
+                "in ~/.ssh/config, and check the user name"
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            client.close()
+            raise TargetError(f"cannot connect to {where}: {error}; check the host, port and that sshd runs") from None
+        sftp = client.open_sftp()
+        root = target.path
+        if not root.startswith("/"):
+            root = posixpath.join(sftp.normalize("."), root)
+        user_part = f"{user}@" if user else ""
+        return cls(client, sftp, root, f"sftp://{user_part}{hostname}:{port}{root}")
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def ensure_directory(self) -> bool:
+        try:
+            if stat.S_ISDIR(self.sftp.stat(self.root).st_mode):
+                return False
+            raise TargetError(f"{self.description} exists and is not a directory")
+        except FileNotFoundError:
+            pass
+        missing = []
+        path = self.root
+        while path not in ("/", ""):
+            try:
+                self.sftp.stat(path)
+                break
+            except FileNotFoundError:
+                missing.append(path)
+                path = posixpath.dirname(path)
+        for directory in reversed(missing):
+            try:
+                self.sftp.mkdir(directory, mode=0o700)
+                self.sftp.chmod(directory, 0o700)
+            except OSError as error:
+                raise TargetError(f"cannot create {directory} on the server: {error}") from None
+        return True
+
+    def list_names(self, folder: str = "") -> List[str]:
+        try:
+            return sorted(self.sftp.listdir(self._path(folder) if folder else self.root))
+        except FileNotFoundError:
+            return []
+
+    def read(self, name: str) -> Optional[bytes]:
+        try:
+            with self.sftp.open(self._path(name), "rb") as handle:
+                handle.prefetch()
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        with self.sftp.open(self._path(name), "wb") as handle:
+            handle.set_pipelined(True)
+            handle.write(data)
+
+    def upload(self, local_path: str, name: str, progress: Progress = None) -> None:
+        with open(local_path, "rb") as source, self.sftp.open(self._path(name), "wb") as handle:
+            handle.set_pipelined(True)
+            while True:
+                block = source.read(CHUNK)
+                if not block:
+                    break
+                handle.write(block)
+                if progress:
+                    progress(len(block))
+
+    def rename_replacing(self, source: str, target: str) -> None:
+        self.sftp.posix_rename(self._path(source), self._path(target))
+
+    def rename_exclusive(self, source: str, target: str) -> bool:
+        # Plain SSH_FXP_RENAME: OpenSSH's sftp-server uses link(2), which fails when the target exists.
+        try:
+            self.sftp.rename(self._path(source), self._path(target))
+            return True
+        except OSError:
+            try:
+                self.sftp.stat(self._path(target))
+            except FileNotFoundError:
+                raise
+            return False
+
+    def remove(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            mode = self.sftp.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode):
+            for entry in self.sftp.listdir(path):
+                self.remove(posixpath.join(name, entry))
+            self.sftp.rmdir(path)
+        else:
+            try:
+                self.sftp.remove(path)
+            except FileNotFoundError:
+                pass
+
+    def mtime(self, name: str) -> Optional[float]:
+        try:
+            return float(self.sftp.stat(self._path(name)).st_mtime)
+        except FileNotFoundError:
+            return None
+
+    def now(self) -> float:
+        probe = f".hotload-clock-{uuid.uuid4().hex[:8]}"
+        self.write(probe, b"")
+        try:
+            return self.mtime(probe)
+        finally:
+            self.remove(probe)
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        finally:
+            self.client.close()
