@@ -297,7 +297,7 @@ def _read_declaration(chunks: List[str], index: int, header: str, snapshot: Snap
     if class_name and selector in ("commentStamp:prior:", "commentStamp:") and index < len(chunks):
         definition = snapshot.classes.get(class_name)
         if definition is not None:
-            definition.comment = chunks[index]
+            definition.comment = chunks[index].lstrip("\n")
             definition.comment_stamp = message.string_arg("commentStamp:") or ""
         return index + 1
     if class_name and selector == "" and header.strip().endswith("reorganize"):

@@ -1,0 +1,274 @@
+"""The `hotload` command line."""
+
+import json
+import os
+import sys
+from typing import List
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from . import __version__
+from .errors import HotloadError, PackageError
+from .mcz import read_mcz
+from .plan import LoadPlan
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(error: HotloadError):
+    for line in str(error).splitlines():
+        err.print(f"[bold red]hotload:[/] {line}", soft_wrap=True)
+    sys.exit(error.exit_code)
+
+
+def read_batch(paths: List[str]) -> LoadPlan:
+    """Read every file, reporting every broken one (exit 2), then plan."""
+    packages, problems = [], []
+    for path in paths:
+        try:
+            packages.append(read_mcz(path))
+        except PackageError as error:
+            problems.append(error)
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]hotload:[/] {problem}", soft_wrap=True)
+        err.print("nothing was planned or pushed; fix or remove the files above")
+        sys.exit(2)
+    return LoadPlan.build(packages)
+
+
+class HotloadGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HotloadError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            err.print("[bold red]hotload:[/] interrupted; no trigger was written for an unfinished batch")
+            sys.exit(130)
+
+
+@click.group(cls=HotloadGroup)
+@click.version_option(__version__, prog_name="hotload")
+def main():
+    """Hot code upgrades for live Smalltalk web applications."""
+
+
+# -- plan ------------------------------------------------------------------------------
+
+
+def _short_list(names, limit=8):
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def print_plan(plan: LoadPlan):
+    out.print("[bold]Packages[/]")
+    for package_plan in plan.packages:
+        package = package_plan.package
+        out.print(
+            f"  {package.name}  {package.version.name}  "
+            f"({len(package.snapshot.classes)} classes, {len(package.snapshot.methods)} methods)"
+        )
+        from_batch = sorted({f"{req.name} from {provider}" for req, provider in package_plan.requirements if provider})
+        if from_batch:
+            out.print(f"    needs from this batch: {_short_list(from_batch)}", soft_wrap=True)
+        expected = sorted({req.name for req in package_plan.expected_in_image})
+        if expected:
+            out.print(f"    expected in the image: {_short_list(expected)}", soft_wrap=True)
+    out.print("\n[bold]Load order[/]")
+    for position, package_plan in enumerate(plan.order, start=1):
+        out.print(f"  {position:>3}. {package_plan.name} ({package_plan.package.version.name})")
+        for edge in plan.edges_into(package_plan.name):
+            more = f" (+{len(edge.reasons) - 2} more)" if len(edge.reasons) > 2 else ""
+            out.print(f"         after {edge.before}: {'; '.join(edge.reasons[:2])}{more}", soft_wrap=True)
+    for cycle in plan.cycles:
+        out.print(f"[bold yellow]cycle:[/] {' <-> '.join(cycle)} depend on each other; they load in the order shown")
+
+
+@main.command()
+@click.argument("packages", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(packages, as_json):
+    """Show packages, their requirements and the load order."""
+    load_plan = read_batch(packages)
+    if as_json:
+        click.echo(json.dumps(load_plan.to_json(), indent=2))
+    else:
+        print_plan(load_plan)
+
+
+# -- pack ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .mcz to write, or a folder.")
+@click.option("--name", default="", help="Package name (default: the classes' category).")
+@click.option("--author", default=lambda: os.environ.get("HOTLOAD_AUTHOR", "hotload"), show_default="$HOTLOAD_AUTHOR or hotload")
+@click.option("--message", default="", help="Commit message of the version.")
+@click.option("--ancestor", type=click.Path(), default=None, help="The previous .mcz (default: newest in the output folder).")
+def pack(source, output, name, author, message, ancestor):
+    """Build a Monticello .mcz from a chunk-format source file."""
+    from .pack import Packer
+
+    result = Packer(author=author, message=message, package_name=name).pack(source, output, ancestor)
+    parent = f", ancestor {result.ancestor.name}" if result.ancestor else ""
+    out.print(f"wrote {result.path} ({result.version.name}: {result.classes} classes, {result.methods} methods{parent})")
+
+
+# -- push --------------------------------------------------------------------------------
+
+
+def _push_one(load_plan, target_text, wait, timeout, break_lock, lock_wait, as_json):
+    from .push import Pusher
+    from .status import BatchWaiter, require_loader
+    from .targets import parse_target
+    from .transports import open_transport
+
+    target = parse_target(target_text)
+    with open_transport(target) as transport:
+        if wait:
+            require_loader(transport)
+        total = sum(p.package.size for p in load_plan.order)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            console=err, transient=True, disable=as_json or not err.is_terminal,
+        ) as progress:
+            task = progress.add_task(f"push to {transport.description}", total=total)
+            pusher = Pusher(
+                transport, lock_wait=lock_wait, break_lock=break_lock, pending_wait=min(timeout, 60.0),
+                on_progress=lambda name, sent: progress.advance(task, sent),
+            )
+            result = pusher.push(load_plan)
+        report = {
+            "target": result.target,
+            "batch": result.batch,
+            "packages": [entry.version for entry in result.entries],
+            "bytes": result.bytes_sent,
+            "upload_seconds": round(result.seconds, 3),
+            "cleaned": result.cleaned,
+        }
+        if not as_json:
+            out.print(
+                f"pushed batch [bold]{result.batch}[/] to {result.target}: {len(result.entries)} package(s), "
+                f"{result.bytes_sent} bytes in {result.seconds:.2f} s"
+            )
+            if result.cleaned:
+                out.print(f"  cleaned up after an interrupted push: {_short_list(result.cleaned)}")
+        if not wait:
+            report["result"] = "pushed"
+            return report, 0
+        with err.status(f"waiting for the loader to take batch {result.batch}", spinner="dots") as spinner:
+            status = BatchWaiter(transport).wait(result.batch, timeout)
+            spinner.stop()
+        report.update(
+            result=status.result, loaded=status.loaded, failed_package=status.failed_package,
+            error=status.error, stack=status.stack, timings_ms=status.timings_ms,
+        )
+        if not as_json:
+            print_status(status)
+        return report, 0 if status.ok else 1
+
+
+def print_status(status):
+    colour = "green" if status.ok else "red"
+    out.print(f"batch {status.batch}: [bold {colour}]{status.result}[/]")
+    for version in status.loaded:
+        out.print(f"  loaded {version}")
+    if not status.ok:
+        out.print(f"  failed package: {status.failed_package or '-'}")
+        out.print(f"  error: {status.error}", soft_wrap=True)
+        for line in status.stack[:8]:
+            out.print(f"    {line}", soft_wrap=True)
+        out.print("  the image was not saved: on disk it is still the last good one")
+    if status.timings_ms:
+        out.print("  " + ", ".join(f"{k} {v} ms" for k, v in status.timings_ms.items()))
+
+
+@main.command()
+@click.argument("packages", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "targets", multiple=True, required=True, help="Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images.")
+@click.option("--wait", is_flag=True, help="Follow the loader until the batch is loaded or failed.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the loader.")
+@click.option("--break-lock", is_flag=True, help="Remove a stale lock left by a dead push.")
+@click.option("--lock-wait", default=30.0, show_default=True, help="Seconds to wait for another push's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
+    """Upload packages to staging directories and trigger the loader.
+
+    Exit status: 0 ok, 1 the loader failed the batch, 2 bad input, 3 no loader
+    running, 4 the staging directory is busy.
+    """
+    load_plan = read_batch(packages)
+    reports, worst = [], 0
+    for target in targets:
+        try:
+            report, code = _push_one(load_plan, target, wait, timeout, break_lock, lock_wait, as_json)
+        except HotloadError as error:
+            if len(targets) == 1 and not as_json:
+                raise
+            err.print(f"[bold red]hotload:[/] {target}: {error}", soft_wrap=True)
+            report, code = {"target": target, "result": "error", "error": str(error)}, error.exit_code
+        reports.append(report)
+        worst = max(worst, code)
+    if as_json:
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    sys.exit(worst)
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--to", "target_text", required=True, help="The staging directory to inspect.")
+@click.option("--json", "as_json", is_flag=True)
+def status(target_text, as_json):
+    """Show the loader's heartbeat, the last batch, the lock and recent history."""
+    from .status import StagingState
+    from .targets import parse_target
+    from .transports import open_transport
+
+    with open_transport(parse_target(target_text)) as transport:
+        state = StagingState.read(transport)
+    if as_json:
+        click.echo(json.dumps({
+            "target": state.target,
+            "loader_running": state.loader_running,
+            "heartbeat_age": state.loader_age,
+            "dialect": state.heartbeat.dialect if state.heartbeat else None,
+            "last_batch": state.status.batch if state.status else None,
+            "last_result": state.status.result if state.status else None,
+            "pending": state.pending,
+            "lock": state.lock.holder if state.lock else None,
+            "failed": state.failed,
+            "history": state.history,
+        }, indent=2))
+    else:
+        if state.heartbeat is None:
+            out.print(f"{state.target}: [bold red]no loader heartbeat[/]")
+        else:
+            running = "[green]running[/]" if state.loader_running else "[red]not running[/]"
+            out.print(
+                f"{state.target}: loader {running} ({state.heartbeat.dialect}, heartbeat {state.loader_age:.0f} s old, "
+                f"priority {state.heartbeat.priority}, every {state.heartbeat.interval_ms} ms)"
+            )
+        if state.status:
+            print_status(state.status)
+        if state.lock:
+            out.print(f"locked by {state.lock.holder} (batch {state.lock.batch})")
+        if state.pending:
+            out.print(f"waiting in staging: {_short_list(state.pending)}")
+        if state.failed:
+            out.print(f"failed batches kept in failed/: {_short_list(state.failed)}")
+        for line in state.history:
+            out.print(f"  {line}")
+    sys.exit(0 if state.loader_running else 3)
+
+
+if __name__ == "__main__":
+    main()
