@@ -9,7 +9,10 @@ The lock is taken before anything is written and released after the trigger
 (or on any error, Ctrl-C included, after this push's temporary files are gone).
 """
 
+import contextlib
 import hashlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -78,6 +81,36 @@ class Pusher:
         self.on_step = on_step or (lambda step: None)
 
     def push(self, plan: LoadPlan, batch: Optional[str] = None) -> PushResult:
+        with self._interrupts_at_safe_points():
+            return self._push(plan, batch)
+
+    @contextlib.contextmanager
+    def _interrupts_at_safe_points(self):
+        """Ctrl-C sets a flag that the push acts on between SFTP requests (a second Ctrl-C acts at once).
+
+        Raising in the middle of a request would leave the connection unusable for the clean-up.
+        """
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+
+        previous = signal.signal(signal.SIGINT, note)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _checkpoint(self):
+        if self._interrupted:
+            raise KeyboardInterrupt
+
+    def _push(self, plan: LoadPlan, batch: Optional[str]) -> PushResult:
         started = time.monotonic()
         entries = manifest_entries(plan)
         manifest = Manifest.new(entries, batch)
@@ -92,7 +125,7 @@ class Pusher:
             for entry in entries:
                 self.on_step(f"upload {entry.file}")
                 temporary = protocol.temp_name(manifest.batch, entry.file)
-                self.transport.upload(str(paths[entry.file]), temporary, lambda n, f=entry.file: self.on_progress(f, n))
+                self.transport.upload(str(paths[entry.file]), temporary, lambda n, f=entry.file: self._progress(f, n))
                 self.transport.rename_replacing(temporary, entry.file)
                 sent += entry.size
             self.on_step("manifest")
@@ -110,7 +143,12 @@ class Pusher:
 
     # -- steps -------------------------------------------------------------------------
 
+    def _progress(self, name: str, sent: int):
+        self.on_progress(name, sent)
+        self._checkpoint()
+
     def _put_atomically(self, batch: str, name: str, data: bytes):
+        self._checkpoint()
         temporary = protocol.temp_name(batch, name)
         self.transport.write(temporary, data)
         self.transport.rename_replacing(temporary, name)
@@ -146,6 +184,7 @@ class Pusher:
                         f"waited {self.lock_wait:.0f} s. Try again when it has finished"
                     )
                 time.sleep(0.2)
+                self._checkpoint()
         except BaseException:
             self.transport.remove(temporary)
             raise
@@ -189,6 +228,7 @@ class Pusher:
                     "`hotload status` before pushing again"
                 )
             time.sleep(0.25)
+            self._checkpoint()
         removed = [name for name in names if name.startswith(protocol.TEMP_PREFIX)]
         if protocol.MANIFEST in names:
             removed.append(protocol.MANIFEST)

@@ -1,0 +1,384 @@
+"""Pushing into a staging directory, locally and over a real OpenSSH sshd."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from conftest import run_hotload
+from fake_loader import FakeLoader
+from helpers import class_def, make_package, method
+from hotload import protocol
+from hotload.errors import LockBusy, TargetError
+from hotload.mcz import read_mcz
+from hotload.plan import LoadPlan
+from hotload.protocol import Manifest
+from hotload.push import Pusher
+from hotload.targets import parse_target
+from hotload.transports import LocalTransport, open_transport
+
+
+@pytest.fixture
+def packages(tmp_path):
+    base = make_package(tmp_path / "src", "Shop-Core", class_def("ShopItem", category="Shop-Core", ivars="price"))
+    web = make_package(
+        tmp_path / "src", "Shop-Web",
+        class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop'"),
+    )
+    return [web, base]  # deliberately out of order
+
+
+def plan_of(paths):
+    return LoadPlan.build([read_mcz(p) for p in paths])
+
+
+def assert_complete_batch(staging: Path, paths, batch):
+    names = sorted(os.listdir(staging))
+    assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
+    assert protocol.LOCK not in names
+    manifest = Manifest.parse((staging / protocol.MANIFEST).read_text())
+    assert manifest.batch == batch
+    assert [e.version for e in manifest.entries] == ["Shop-Core-tester.1", "Shop-Web-tester.1"]
+    by_name = {Path(p).name: Path(p) for p in paths}
+    for entry in manifest.entries:
+        data = (staging / entry.file).read_bytes()
+        assert data == by_name[entry.file].read_bytes()
+        assert entry.size == len(data)
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert (staging / protocol.TRIGGER).read_text() == f"{batch}\n"
+
+
+def test_local_push_delivers_a_complete_batch(tmp_path, packages):
+    staging = tmp_path / "stage" / "app"
+    with LocalTransport(staging) as transport:
+        result = Pusher(transport).push(plan_of(packages))
+    assert result.created_directory
+    assert (staging.stat().st_mode & 0o777) == 0o700
+    assert_complete_batch(staging, packages, result.batch)
+
+
+class _Recorder(FileSystemEventHandler):
+    def __init__(self):
+        self.events = []
+
+    def on_any_event(self, event):
+        name = Path(getattr(event, "dest_path", "") or event.src_path).name
+        if event.event_type in ("created", "moved"):
+            self.events.append(name)
+
+
+def test_trigger_appears_last_seen_by_a_watcher(tmp_path, packages):
+    staging = tmp_path / "stage"
+    staging.mkdir(mode=0o700)
+    recorder = _Recorder()
+    observer = Observer()
+    observer.schedule(recorder, str(staging))
+    observer.start()
+    try:
+        with LocalTransport(staging) as transport:
+            Pusher(transport).push(plan_of(packages))
+        time.sleep(0.5)
+    finally:
+        observer.stop()
+        observer.join()
+    final_names = [n for n in recorder.events if not n.startswith(protocol.TEMP_PREFIX)]
+    assert final_names[-1] == protocol.TRIGGER
+    assert final_names.index(protocol.MANIFEST) > max(final_names.index(Path(p).name) for p in packages)
+    assert final_names.count(protocol.TRIGGER) == 1
+
+
+class RecordingTransport:
+    """Wraps a transport, logging every write and rename; optionally interrupts at one operation."""
+
+    def __init__(self, inner, interrupt_when=None):
+        self.inner = inner
+        self.log = []
+        self.interrupt_when = interrupt_when
+        self.description = inner.description
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _note(self, *entry):
+        self.log.append(entry)
+        if self.interrupt_when and self.interrupt_when(entry):
+            raise KeyboardInterrupt
+
+    def write(self, name, data):
+        self._note("write", name)
+        return self.inner.write(name, data)
+
+    def upload(self, local_path, name, progress=None):
+        def half_way(sent):
+            self._note("upload-progress", name)
+            if progress:
+                progress(sent)
+        return self.inner.upload(local_path, name, half_way)
+
+    def rename_replacing(self, source, target):
+        self._note("rename", target)
+        return self.inner.rename_replacing(source, target)
+
+    def rename_exclusive(self, source, target):
+        self._note("rename-exclusive", target)
+        return self.inner.rename_exclusive(source, target)
+
+
+def test_sftp_push_operation_order_and_contents(ssh_home, tmp_path, packages):
+    staging = tmp_path / "remote" / "staging"
+    with open_transport(parse_target(ssh_home.url(staging))) as sftp:
+        recorder = RecordingTransport(sftp)
+        result = Pusher(recorder).push(plan_of(packages))
+    assert (staging.stat().st_mode & 0o777) == 0o700
+    assert_complete_batch(staging, packages, result.batch)
+    renames = [entry[1] for entry in recorder.log if entry[0].startswith("rename")]
+    assert renames == [protocol.LOCK, "Shop-Core-tester.1.mcz", "Shop-Web-tester.1.mcz", protocol.MANIFEST, protocol.TRIGGER]
+    writes = [entry[1] for entry in recorder.log if entry[0] == "write"]
+    assert all(name.startswith(protocol.TEMP_PREFIX) for name in writes)
+
+
+def test_ssh_config_alias_resolves(ssh_home, tmp_path, packages):
+    staging = tmp_path / "aliased"
+    result = run_hotload("push", *packages, "--to", f"{ssh_home.alias}:{staging}", "--json", env=ssh_home.env(), check=True)
+    report = json.loads(result.stdout)
+    assert report["result"] == "pushed"
+    assert_complete_batch(staging, packages, report["batch"])
+
+
+def test_unknown_and_changed_host_keys_are_refused(ssh_home, tmp_path, monkeypatch):
+    known = ssh_home.home / ".ssh" / "known_hosts"
+    original = known.read_text()
+    try:
+        known.write_text("")
+        with pytest.raises(TargetError, match="not in known_hosts") as unknown:
+            open_transport(parse_target(ssh_home.url(tmp_path / "x")))
+        assert "ssh-keyscan -p" in str(unknown.value)
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        kind, key = (tmp_path / "other_key.pub").read_text().split()[:2]
+        known.write_text(f"[127.0.0.1]:{ssh_home.port} {kind} {key}\n")
+        with pytest.raises(TargetError, match="CHANGED") as changed:
+            open_transport(parse_target(ssh_home.url(tmp_path / "x")))
+        assert "ssh-keygen -R" in str(changed.value)
+        result = run_hotload("status", "--to", ssh_home.url(tmp_path / "x"), env=ssh_home.env())
+        assert result.returncode == 2 and "CHANGED" in result.stderr
+    finally:
+        known.write_text(original)
+    assert not (tmp_path / "x").exists()
+
+
+def test_concurrent_pushes_are_serialized_by_the_lock(ssh_home, tmp_path, packages):
+    staging = tmp_path / "shared-staging"
+    loader = FakeLoader(staging, interval=0.05).start()
+    timeline = []
+    holders = []
+
+    def push(label):
+        with open_transport(parse_target(ssh_home.url(staging))) as sftp:
+            def step(name):
+                timeline.append((time.monotonic(), label, name))
+                if name.startswith("upload"):
+                    holders.append((label, (staging / protocol.LOCK).read_text()))
+                    time.sleep(0.3)  # hold the lock a while so the other push must wait
+            Pusher(sftp, on_step=step, lock_wait=20).push(plan_of(packages))
+
+    try:
+        threads = [threading.Thread(target=push, args=(label,)) for label in ("A", "B")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        deadline = time.time() + 10
+        while len(loader.batches) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        loader.stop()
+    assert len(loader.batches) == 2
+    triggers = {label: t for t, label, name in timeline if name == "trigger"}
+    first_upload = {label: min(t for t, l, n in timeline if l == label and n.startswith("upload")) for label in "AB"}
+    first, second = sorted("AB", key=lambda label: triggers[label])
+    assert first_upload[second] > triggers[first]  # the second push uploaded only after the first had finished
+    for label, lock_text in holders:
+        batch = protocol.LockRecord.parse(lock_text).batch
+        assert batch in {b.batch for b in loader.batches}
+    assert not (staging / protocol.LOCK).exists()
+
+
+def test_stale_lock_is_reported_and_broken_only_on_request(ssh_home, tmp_path, packages):
+    staging = tmp_path / "stale"
+    staging.mkdir(mode=0o700)
+    lock = staging / protocol.LOCK
+    lock.write_text(protocol.LockRecord("ghost@old-laptop", 999, "20200101T000000Z-abcdef", 0).render())
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    result = run_hotload("push", *packages, "--to", ssh_home.url(staging), env=ssh_home.env())
+    assert result.returncode == 4
+    assert "stale lock" in result.stderr and "ghost@old-laptop" in result.stderr
+    assert re.search(r", 3[56]\d\d s old", result.stderr)
+    assert "--break-lock" in result.stderr
+    assert not (staging / protocol.TRIGGER).exists()
+    result = run_hotload("push", *packages, "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
+    assert_complete_batch(staging, packages, json.loads(result.stdout)["batch"])
+
+
+def test_a_fresh_lock_makes_the_push_wait_then_give_up(tmp_path, packages):
+    staging = tmp_path / "busy"
+    staging.mkdir(mode=0o700)
+    (staging / protocol.LOCK).write_text(protocol.LockRecord("colleague@desk", 42, "20261122T000000Z-123456", time.time()).render())
+    with LocalTransport(staging) as transport:
+        with pytest.raises(LockBusy, match="colleague@desk"):
+            Pusher(transport, lock_wait=0.5).push(plan_of(packages))
+    assert sorted(os.listdir(staging)) == [protocol.LOCK]
+
+
+PHASES = {
+    "taking the lock": lambda entry: entry[0] == "rename-exclusive",
+    "mid-upload": lambda entry: entry[0] == "upload-progress",
+    "renaming a package": lambda entry: entry[0] == "rename" and entry[1].endswith(".mcz"),
+    "writing the manifest": lambda entry: entry[0] == "write" and entry[1].endswith("manifest"),
+    "renaming the manifest": lambda entry: entry[0] == "rename" and entry[1] == protocol.MANIFEST,
+    "writing the trigger": lambda entry: entry[0] == "write" and entry[1].endswith("-load"),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_ctrl_c_at_each_phase_leaves_no_trigger(ssh_home, tmp_path, packages, phase):
+    staging = tmp_path / "interrupted"
+    with open_transport(parse_target(ssh_home.url(staging))) as sftp:
+        with pytest.raises(KeyboardInterrupt):
+            Pusher(RecordingTransport(sftp, PHASES[phase])).push(plan_of(packages))
+    names = os.listdir(staging)
+    assert protocol.TRIGGER not in names
+    assert protocol.LOCK not in names
+    assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
+    # The next push cleans up and delivers.
+    with open_transport(parse_target(ssh_home.url(staging))) as sftp:
+        result = Pusher(sftp).push(plan_of(packages))
+    assert_complete_batch(staging, packages, result.batch)
+
+
+@pytest.fixture
+def big_package(tmp_path):
+    """A package of about 24 MB (incompressible bytes in a stored member) so an upload takes a while."""
+    import zipfile
+
+    path = make_package(tmp_path / "big", "Big-Data", class_def("BigThing", category="Big-Data"))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_STORED) as archive:
+        archive.writestr("resources/blob.bin", os.urandom(24 * 1024 * 1024))
+    return path
+
+
+def _wait_for_temp_file(staging: Path, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if staging.is_dir():
+            temps = [p for p in staging.iterdir() if p.name.startswith(protocol.TEMP_PREFIX) and p.name.endswith(".mcz")]
+            if temps and temps[0].stat().st_size > 0:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the upload never started")
+
+
+def test_real_sigint_mid_upload(ssh_home, tmp_path, big_package):
+    staging = tmp_path / "sigint"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotload", "push", str(big_package), "--to", ssh_home.url(staging)],
+        env=ssh_home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for_temp_file(staging)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert sorted(os.listdir(staging)) == []
+
+
+def test_kill_mid_upload_then_next_push_cleans_up(ssh_home, tmp_path, big_package):
+    staging = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotload", "push", str(big_package), "--to", ssh_home.url(staging)],
+        env=ssh_home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _wait_for_temp_file(staging)
+    process.kill()
+    process.wait(30)
+    time.sleep(0.5)  # let sshd notice the dead connection
+    names = os.listdir(staging)
+    assert protocol.TRIGGER not in names and protocol.MANIFEST not in names
+    assert not [n for n in names if n.endswith(".mcz") and not n.startswith(protocol.TEMP_PREFIX)]
+    assert protocol.LOCK in names  # a killed push cannot release its lock
+    refused = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--lock-wait", "1", env=ssh_home.env())
+    assert refused.returncode == 4 and "holds the lock" in refused.stderr
+    lock_age = time.time() - (staging / protocol.LOCK).stat().st_mtime
+    os.utime(staging / protocol.LOCK, (time.time() - 3600, time.time() - 3600))
+    result = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
+    report = json.loads(result.stdout)
+    assert any(name.startswith(protocol.TEMP_PREFIX) for name in report["cleaned"])
+    names = os.listdir(staging)
+    assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
+    assert protocol.TRIGGER in names and lock_age >= 0
+
+
+def test_wait_follows_the_loader(ssh_home, tmp_path, packages):
+    staging = tmp_path / "waited"
+    loader = FakeLoader(staging).start()
+    try:
+        result = run_hotload("push", *packages, "--to", ssh_home.url(staging), "--wait", "--json", env=ssh_home.env())
+    finally:
+        loader.stop()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["result"] == "ok"
+    assert report["loaded"] == ["Shop-Core-tester.1", "Shop-Web-tester.1"]
+    assert loader.batches[0].batch == report["batch"]
+
+
+def test_wait_exits_1_when_the_loader_fails_the_batch(tmp_path, packages):
+    staging = tmp_path / "failing"
+    loader = FakeLoader(staging, fail_package="Shop-Web-tester.1.mcz").start()
+    try:
+        result = run_hotload("push", *packages, "--to", staging, "--wait")
+    finally:
+        loader.stop()
+    assert result.returncode == 1
+    assert "failed" in result.stdout and "Shop-Web-tester.1" in result.stdout
+
+
+def test_wait_without_a_loader_exits_3(tmp_path, packages):
+    staging = tmp_path / "nobody"
+    result = run_hotload("push", *packages, "--to", staging, "--wait")
+    assert result.returncode == 3
+    assert f"no loader is running at {staging} (no heartbeat)" in result.stderr
+    staging.mkdir(exist_ok=True)
+    beat = time.time() - 120
+    (staging / protocol.HEARTBEAT).write_text(protocol.render_record("heartbeat", [("time", int(beat), protocol.iso(beat)), ("loader", "gst", "priority 5", "interval 2000")]))
+    result = run_hotload("push", *packages, "--to", staging, "--wait")
+    assert result.returncode == 3
+    assert re.search(r"no loader is running at .* \(heartbeat 12\d s old\)", result.stderr)
+    assert protocol.TRIGGER not in os.listdir(staging)
+
+
+def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, packages):
+    odd = tmp_path / "src" / "Shop Core;rm.mcz"
+    odd.write_bytes(Path(packages[1]).read_bytes())
+    staging = tmp_path / "never"
+    result = run_hotload("push", odd, "--to", staging)
+    assert result.returncode == 2
+    assert "package file name" in result.stderr
+    assert not staging.exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.mcz", "a/b.mcz", "x\x01.mcz", "..mcz", ".hidden.mcz", "noext"])
+def test_protocol_rejects_unsafe_names(name):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.check_package_file_name(name)
