@@ -24,6 +24,7 @@ from .errors import HotloadError, PackageError
 from .mcz import SOURCE_MEMBER, McPackage, VersionInfo, read_mcz
 
 _INITIALIZER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+initialize\s*\.?$")
+_COMMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+comment:\s*'((?:[^']|'')*)'\s*\.?$", re.S)
 _AUTHOR = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
@@ -92,8 +93,13 @@ class Packer:
 
     @staticmethod
     def _initializers(snapshot: Snapshot, source_path: Path) -> List[str]:
+        """The `Foo initialize` statements; `Foo comment: '...'` becomes the class comment."""
         names = []
         for doit in snapshot.doits:
+            comment = _COMMENT.match(doit)
+            if comment and comment.group(1) in snapshot.classes:
+                snapshot.classes[comment.group(1)].comment = comment.group(2).replace("''", "'")
+                continue
             match = _INITIALIZER.match(doit)
             if not match:
                 raise PackError(

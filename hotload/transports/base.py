@@ -13,10 +13,16 @@ Progress = Optional[Callable[[int], None]]
 class Transport(ABC):
     #: shown to the user, e.g. "sftp://deploy@app1/srv/app/staging"
     description: str = ""
+    #: the staging directory's absolute path on its machine
+    root = ""
 
     @abstractmethod
     def ensure_directory(self) -> bool:
         """Create the staging directory with mode 0700 when missing; answer whether it was created."""
+
+    @abstractmethod
+    def make_folder(self, name: str) -> None:
+        """Create the folder `name` inside the staging directory (mode 0700) if it is missing."""
 
     @abstractmethod
     def list_names(self, folder: str = "") -> List[str]:

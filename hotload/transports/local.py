@@ -35,6 +35,9 @@ class LocalTransport(Transport):
         os.chmod(self.root, 0o700)
         return True
 
+    def make_folder(self, name: str) -> None:
+        self._path(name).mkdir(mode=0o700, exist_ok=True)
+
     def list_names(self, folder: str = "") -> List[str]:
         try:
             return sorted(os.listdir(self._path(folder) if folder else self.root))

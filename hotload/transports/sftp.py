@@ -173,6 +173,12 @@ class SftpTransport(Transport):
                 raise TargetError(f"cannot create {directory} on the server: {error}") from None
         return True
 
+    def make_folder(self, name: str) -> None:
+        try:
+            self.sftp.stat(self._path(name))
+        except FileNotFoundError:
+            self.sftp.mkdir(self._path(name), mode=0o700)
+
     def list_names(self, folder: str = "") -> List[str]:
         try:
             return sorted(self.sftp.listdir(self._path(folder) if folder else self.root))

@@ -1,0 +1,36 @@
+"""The in-image loader's Smalltalk sources, shipped with the Python package.
+
+    >>> [p.name for p in loader_files("gst")]
+    ['Hotload-Core.st', 'Hotload-GST.st']
+"""
+
+from pathlib import Path
+from typing import List
+
+from .errors import HotloadError
+
+DIALECTS = {
+    "gst": ("Hotload-Core.st", "Hotload-GST.st"),
+    "pharo": ("Hotload-Core.st", "Hotload-Pharo.st"),
+    "squeak": ("Hotload-Core.st", "Hotload-Squeak.st"),
+}
+
+
+def sources_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "loader_sources", here.parent / "smalltalk"):
+        if (candidate / "Hotload-Core.st").is_file():
+            return candidate
+    raise HotloadError("the loader's Smalltalk sources are missing from this installation; reinstall hotload")
+
+
+def loader_files(dialect: str) -> List[Path]:
+    if dialect not in DIALECTS:
+        raise HotloadError(f"unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
+    folder = sources_dir()
+    return [folder / name for name in DIALECTS[dialect]]
+
+
+def st_string(text: str) -> str:
+    """A Smalltalk string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
