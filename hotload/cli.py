@@ -221,6 +221,58 @@ def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     sys.exit(worst)
 
 
+# -- install-loader ------------------------------------------------------------------------
+
+
+def _upload_loader_sources(transport, dialect) -> str:
+    from .install import LOADER_FOLDER
+    from .loader_sources import loader_files
+
+    transport.ensure_directory()
+    transport.make_folder(LOADER_FOLDER)
+    for source in loader_files(dialect):
+        transport.write(f"{LOADER_FOLDER}/{source.name}", source.read_bytes())
+    return f"{str(transport.root).rstrip('/')}/{LOADER_FOLDER}"
+
+
+@main.command("install-loader")
+@click.option("--to", "target_text", required=True, help="The staging directory the loader will poll.")
+@click.option("--dialect", type=click.Choice(["gst", "pharo", "squeak"]), required=True)
+@click.option("--image", type=click.Path(), help="Bake the loader into this image file (build time).")
+@click.option("--vm", help="Pharo or Squeak VM to run for --image (else the command is printed).")
+@click.option("--live-port", type=int, help="Install into a running gst image served by gst-remote on this port.")
+@click.option("--interval", default=2000, show_default=True, help="Poll interval in milliseconds.")
+@click.option("--priority", type=int, default=None, help="Poll process priority (default: the dialect's, above the web server).")
+def install_loader(target_text, dialect, image, vm, live_port, interval, priority):
+    """Put the loader into an image: bake it, load it live, or print the snippet to evaluate."""
+    from .install import InstallError, LoaderInstaller
+    from .targets import parse_target
+    from .transports import open_transport
+
+    target = parse_target(target_text)
+    if image:
+        if not target.path.startswith("/"):
+            raise InstallError(f"give the staging directory as an absolute path for --image (not {target.path!r})")
+        result = LoaderInstaller(dialect, target.path, interval, priority).bake(image, vm)
+    else:
+        if live_port and dialect != "gst":
+            raise InstallError("--live-port works for GNU Smalltalk only; without it the snippet is printed")
+        with open_transport(target) as transport:
+            folder = _upload_loader_sources(transport, dialect)
+            installer = LoaderInstaller(dialect, str(transport.root), interval, priority)
+            if live_port:
+                host = None if target.is_local else (f"{target.user}@{target.host}" if target.user else target.host)
+                result = installer.live(live_port, folder, host)
+            else:
+                result = installer.snippet(folder)
+    out.print(f"[bold]loader for {result.dialect}[/] ({result.way}), staging directory {result.staging}")
+    for action in result.actions:
+        out.print(f"  - {action}")
+    if result.snippet:
+        click.echo("")
+        click.echo(result.snippet)
+
+
 # -- status ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,257 @@
+"""The live proof: a running GNU Smalltalk image with Seaside on Swazoo, upgraded while it serves.
+
+The tests share one image and run in file order: v1 is pushed, v2 is pushed through sshd while a
+client keeps requesting, a failing batch is rejected, and the image restarts.
+"""
+
+import hashlib
+import html
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_hotload
+from helpers import class_def, make_package, method
+from hotload import protocol
+from hotload.gst import Gst
+from hotload.pack import Packer
+from sshd import free_port
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
+)
+
+EXAMPLE = ROOT / "examples" / "counter"
+INTERVAL_MS = 1000
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class CounterImage:
+    """The example app's image: built, started, stopped, requested."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.image = folder / "app.im"
+        self.staging = folder / "staging"
+        self.port = free_port()
+        self.log = folder / "gst.log"
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/seaside/counter"
+
+    def build(self):
+        env = dict(os.environ, COUNTER_IMAGE=str(self.image), COUNTER_SOURCE="")
+        Gst().run("", files=[EXAMPLE / "build-image.st"], env=env)
+        result = run_hotload(
+            "install-loader", "--to", self.staging, "--dialect", "gst", "--image", self.image,
+            "--interval", INTERVAL_MS, check=True,
+        )
+        assert "baked" in result.stdout
+
+    def start(self, script="serve.st"):
+        code = (EXAMPLE / "serve.st").read_text() if script == "serve.st" else "Semaphore new wait"
+        env = dict(os.environ, COUNTER_PORT=str(self.port))
+        self.process = Gst().start(self.image, code, self.log, env=env, folder=self.folder)
+        self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def wait_until(self, condition, what, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; gst log:\n{self.log.read_text()[-3000:]}")
+
+    @staticmethod
+    def get(url):
+        """(status, body, final url); an HTTP error status is answered, not raised."""
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read().decode("utf-8"), response.geturl()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode("utf-8", "replace"), url
+
+
+def link(page: str, label: str) -> str:
+    return html.unescape(re.search(rf'href="([^"]+)">{re.escape(label)}<', page).group(1))
+
+
+def count_of(page: str) -> int:
+    return int(re.search(r"count: (-?\d+)", page).group(1))
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("counter")
+    counter = CounterImage(folder)
+    counter.build()
+    counter.start()
+    yield counter
+    counter.stop()
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    dist = tmp_path_factory.mktemp("dist")
+    packer = Packer(author="demo")
+    v1 = packer.pack(EXAMPLE / "v1" / "Counter-App.st", dist).path
+    v2 = packer.pack(EXAMPLE / "v2" / "Counter-App.st", dist).path
+    return v1, v2
+
+
+class Hammer(threading.Thread):
+    """Keeps requesting the app (a fresh page and an open session) and records every outcome."""
+
+    def __init__(self, urls):
+        super().__init__(daemon=True)
+        self.urls = urls
+        self.failures = []
+        self.latencies = []
+        self.done = threading.Event()
+
+    def run(self):
+        index = 0
+        while not self.done.is_set():
+            url = self.urls[index % len(self.urls)]
+            index += 1
+            started = time.monotonic()
+            try:
+                status, page, _ = CounterImage.get(url)
+                if status != 200 or "<h1>Counter v" not in page:
+                    self.failures.append((url, status))
+            except (OSError, urllib.error.URLError) as error:
+                self.failures.append((url, repr(error)))
+            self.latencies.append(time.monotonic() - started)
+
+
+def test_hot_upgrade_while_serving(app, versions, sshd):
+    v1, v2 = versions
+    pushed = run_hotload("push", v1, "--to", app.staging, "--wait", check=True)
+    assert "ok" in pushed.stdout
+    status, page, session_url = app.get(app.url)
+    assert "<h1>Counter v1</h1>" in page and "legacy banner" in page
+    for _ in range(3):
+        status, page, session_url = app.get(link(page, "++"))
+    assert count_of(page) == 3
+    saved_before = app.image.stat().st_mtime_ns
+
+    hammer = Hammer([app.url, session_url])
+    hammer.start()
+    time.sleep(1.0)
+    result = run_hotload("push", v2, "--to", sshd.url(app.staging), "--wait", "--json", env=sshd.env())
+    time.sleep(1.0)
+    hammer.done.set()
+    hammer.join(30)
+
+    assert result.returncode == 0, result.stderr
+    assert '"result": "ok"' in result.stdout
+    assert hammer.failures == []
+    assert len(hammer.latencies) > 20
+    status, page, _ = app.get(session_url)
+    assert "<h1>Counter v2</h1>" in page
+    assert count_of(page) == 3  # the open session kept its state
+    assert "legacy banner" not in page
+    assert app.image.stat().st_mtime_ns > saved_before
+    assert (app.folder / "app.im.bak").is_file()
+    history = (app.staging / protocol.HISTORY).read_text()
+    assert "Counter-App-demo.2" in history
+
+
+def _broken_batch(folder: Path, failure: str):
+    """A good first package and a second that fails to compile or whose class initialization raises."""
+    good = make_package(
+        folder, "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras") + method("HLCounterExtras", "hello\n\t^ 'hi'")
+    )
+    if failure == "initialize":
+        body = class_def("HLBroken", category="Counter-Broken") + (
+            "!HLBroken class methodsFor: 'initialization'!\ninitialize\n\t^ 1 / 0! !\n\nHLBroken initialize!\n"
+        )
+    else:
+        body = class_def("HLBroken", category="Counter-Broken") + method("HLBroken", "oops\n\t^ (1 + ")
+    broken = make_package(folder, "Counter-Broken", body)
+    return good, broken
+
+
+@pytest.mark.parametrize("failure", ["initialize", "compile"])
+def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failure):
+    good, broken = _broken_batch(tmp_path, failure)
+    image_before = sha256(app.image)
+    result = run_hotload("push", good, broken, "--to", app.staging, "--wait", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["result"] == "failed"
+    assert report["failed_package"] == "Counter-Broken-tester.1"
+    expected = "ZeroDivide" if failure == "initialize" else "compile error"
+    assert expected in report["error"]
+    assert report["stack"]
+    assert sha256(app.image) == image_before  # the image on disk is the last good one
+    failed = app.staging / protocol.FAILED / report["batch"]
+    assert (failed / "reason").is_file() and (failed / broken.name).is_file()
+    assert not (app.staging / protocol.TRIGGER).exists()
+    status, page, _ = app.get(app.url)
+    assert status == 200 and "<h1>Counter v" in page
+    # The first package's changes were undone in memory, and a following good push succeeds.
+    fixed = make_package(tmp_path / "fixed", "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras"), author="fixer")
+    result = run_hotload("push", fixed, "--to", app.staging, "--wait", check=True)
+    assert "ok" in result.stdout
+
+
+def test_saved_image_serves_v2_after_a_fresh_start_and_loader_resumes(app, tmp_path):
+    app.stop()
+    check = Gst().run(
+        "(Smalltalk at: #HLCounter ifAbsent: [ Seaside at: #HLCounter ]) printNl!\n"
+        "((Seaside at: #HLCounter) includesSelector: #legacyBanner) printNl!\n"
+        "((Seaside at: #HLCounter) includesSelector: #reset) printNl!\n"
+        "ObjectMemory quit!\n",
+        image=app.image,
+    )
+    assert "false\ntrue" in check  # legacyBanner was removed by the v2 load, reset was added
+    heartbeat_before = (app.staging / protocol.HEARTBEAT).stat().st_mtime
+    app.start(script="wait")  # no serve script: Swazoo and the loader come back by themselves
+    status, page, _ = app.get(app.url)
+    assert "<h1>Counter v2</h1>" in page
+    app.wait_until(
+        lambda: (app.staging / protocol.HEARTBEAT).stat().st_mtime > heartbeat_before + 0.5,
+        "the loader's heartbeat after the restart",
+        timeout=3 * INTERVAL_MS / 1000,
+    )
+    again = make_package(tmp_path, "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras") + method("HLCounterExtras", "again\n\t^ 2"), author="later")
+    result = run_hotload("push", again, "--to", app.staging, "--wait", check=True)
+    assert "ok" in result.stdout
+
+
+def test_save_only_trigger_saves_and_loads_nothing(app):
+    before = app.image.stat().st_mtime_ns
+    history_before = (app.staging / protocol.HISTORY).read_text()
+    (app.staging / "Stray-x.1.mcz").write_bytes(b"not loaded")  # a package with no manifest
+    (app.staging / protocol.TRIGGER).write_text("")
+    app.wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the loader to take the save-only trigger")
+    assert app.image.stat().st_mtime_ns > before
+    history = (app.staging / protocol.HISTORY).read_text()
+    assert history.startswith(history_before) and "\tsaved" in history[len(history_before):]
+    assert (app.staging / "Stray-x.1.mcz").exists()  # nothing was loaded or consumed
+    (app.staging / "Stray-x.1.mcz").unlink()
