@@ -249,6 +249,39 @@ def _receiver_class(tokens) -> Tuple[Optional[str], bool]:
     return None, False
 
 
+# Fast paths for the forms Monticello writes. Each matches only text that the general
+# tokenizing reader above would read to the same result; anything else (comments, traits,
+# unusual spacing, quoted symbols) takes the general path.
+_CLASS_DEFINITION = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+"
+    r"(subclass|variableSubclass|variableByteSubclass|variableWordSubclass|weakSubclass|ephemeronSubclass|immediateSubclass):"
+    r"\s*\#([A-Za-z_][A-Za-z0-9_:]*)"
+    r"\s+instanceVariableNames:\s*'((?:[^']|'')*)'"
+    r"\s+classVariableNames:\s*'((?:[^']|'')*)'"
+    r"(?:\s+poolDictionaries:\s*'((?:[^']|'')*)')?"
+    r"\s+(?:category|package):\s*'((?:[^']|'')*)'\s*\Z"
+)
+_COMMENT_STAMP = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+commentStamp:\s*'((?:[^']|'')*)'\s+prior:\s*[0-9]+\s*\Z")
+_UNARY_DOIT = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_.]*(?:\s+[A-Za-z_][A-Za-z0-9_.]*)*\s*\Z")
+
+
+def _unquote(value: Optional[str]) -> str:
+    return value.replace("''", "'") if value and "''" in value else (value or "")
+
+
+def _fast_class_definition(match) -> ClassDefinition:
+    superclass, kind, name, ivars, cvars, pools, category = match.groups()
+    return ClassDefinition(
+        name=name,
+        superclass=None if superclass == "nil" else superclass,
+        kind=kind,
+        instance_variables=tuple(_unquote(ivars).split()),
+        class_variables=tuple(_unquote(cvars).split()),
+        pool_dictionaries=tuple(_unquote(pools).split()),
+        category=_unquote(category),
+    )
+
+
 _METHODS_FOR = re.compile(
     r"\s*([A-Za-z_][A-Za-z0-9_.]*)(?:\s+(class|classSide|classTrait))?\s+methodsFor:\s*"
     r"'((?:[^']|'')*)'(?:\s+stamp:\s*'((?:[^']|'')*)')?\s*$"
@@ -258,54 +291,64 @@ _METHODS_FOR = re.compile(
 def read_source(text: str) -> Snapshot:
     """Read a whole chunk-format source into a Snapshot."""
     snapshot = Snapshot()
-    chunks = split_chunks(text)
-    count = len(chunks)
-    index = 0
-    methods = snapshot.methods
-    while index < count:
-        chunk = chunks[index]
-        index += 1
-        if chunk.strip():
+    chunks = iter(split_chunks(text))
+    append_method = snapshot.methods.append
+    methods_for = _METHODS_FOR.match
+    for chunk in chunks:
+        if chunk and not chunk.isspace():  # i.e. chunk.strip(), without the copy
             _read_doit(chunk, snapshot)
             continue
-        if index >= count:
+        header = next(chunks, None)
+        if header is None:
             break
-        header = chunks[index]
-        index += 1
-        match = _METHODS_FOR.match(header)
+        match = methods_for(header)
         if match:
             class_name, side, protocol, stamp = match.groups()
             meta = side is not None
             protocol = protocol.replace("''", "'")
-            stamp = (stamp or "").replace("''", "'")
-            while index < count:
-                source = chunks[index]
-                index += 1
-                if not source.strip():
+            stamp = stamp.replace("''", "'") if stamp else ""
+            for source in chunks:
+                if not source or source.isspace():
                     break
-                methods.append(MethodDefinition(class_name, meta, protocol, source.strip("\n"), stamp))
+                append_method(MethodDefinition(class_name, meta, protocol, source.strip("\n"), stamp))
             continue
-        index = _read_declaration(chunks, index, header, snapshot)
+        following = next(chunks, None)
+        match = _COMMENT_STAMP.match(header)
+        if match and following is not None:
+            definition = snapshot.classes.get(match.group(1))
+            if definition is not None:
+                definition.comment = following.lstrip("\n")
+                definition.comment_stamp = _unquote(match.group(2))
+            continue
+        _read_declaration(header, following, snapshot)
     return snapshot
 
 
-def _read_declaration(chunks: List[str], index: int, header: str, snapshot: Snapshot) -> int:
-    """Reads a non-method declaration; answers the index after what it consumed."""
+def _read_declaration(header: str, following: Optional[str], snapshot: Snapshot):
+    """Reads a non-method declaration and the chunk after it (None at the end of the text)."""
     message = _parse_keyword_message(header)
     class_name, _ = _receiver_class(message.receiver) if message else (None, False)
     selector = message.selector if message else ""
-    if class_name and selector in ("commentStamp:prior:", "commentStamp:") and index < len(chunks):
+    if class_name and selector in ("commentStamp:prior:", "commentStamp:") and following is not None:
         definition = snapshot.classes.get(class_name)
         if definition is not None:
-            definition.comment = chunks[index].lstrip("\n")
+            definition.comment = following.lstrip("\n")
             definition.comment_stamp = message.string_arg("commentStamp:") or ""
-        return index + 1
+        return
     if class_name and selector == "" and header.strip().endswith("reorganize"):
-        return index + 1
+        return
     raise ChunkError(f"unknown reader declaration !{header.strip()[:60]}!")
 
 
 def _read_doit(chunk: str, snapshot: Snapshot):
+    match = _CLASS_DEFINITION.match(chunk)
+    if match:
+        definition = _fast_class_definition(match)
+        snapshot.classes[definition.name] = definition
+        return
+    if _UNARY_DOIT.match(chunk):  # no keyword: not a definition (e.g. `Foo initialize`)
+        snapshot.doits.append(chunk.strip())
+        return
     message = _parse_keyword_message(chunk)
     if message is not None:
         first = message.parts[0][0]

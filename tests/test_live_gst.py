@@ -5,31 +5,27 @@ client keeps requesting, a failing batch is rejected, and the image restarts.
 """
 
 import hashlib
-import html
-import os
-import re
+import json
 import shutil
-import signal
 import threading
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_hotload
+from conftest import run_hotload
 from helpers import class_def, make_package, method
 from hotload import protocol
+from hotload.example_app import CounterApp, count_of, example_dir, link
 from hotload.gst import Gst
 from hotload.pack import Packer
-from sshd import free_port
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
 )
 
-EXAMPLE = ROOT / "examples" / "counter"
+EXAMPLE = example_dir()
 INTERVAL_MS = 1000
 
 
@@ -37,75 +33,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class CounterImage:
-    """The example app's image: built, started, stopped, requested."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.image = folder / "app.im"
-        self.staging = folder / "staging"
-        self.port = free_port()
-        self.log = folder / "gst.log"
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/seaside/counter"
-
-    def build(self):
-        env = dict(os.environ, COUNTER_IMAGE=str(self.image), COUNTER_SOURCE="")
-        Gst().run("", files=[EXAMPLE / "build-image.st"], env=env)
-        result = run_hotload(
-            "install-loader", "--to", self.staging, "--dialect", "gst", "--image", self.image,
-            "--interval", INTERVAL_MS, check=True,
-        )
-        assert "baked" in result.stdout
-
-    def start(self, script="serve.st"):
-        code = (EXAMPLE / "serve.st").read_text() if script == "serve.st" else "Semaphore new wait"
-        env = dict(os.environ, COUNTER_PORT=str(self.port))
-        self.process = Gst().start(self.image, code, self.log, env=env, folder=self.folder)
-        self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer")
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-
-    def wait_until(self, condition, what, timeout=30.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if condition():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; gst log:\n{self.log.read_text()[-3000:]}")
-
-    @staticmethod
-    def get(url):
-        """(status, body, final url); an HTTP error status is answered, not raised."""
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode("utf-8"), response.geturl()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode("utf-8", "replace"), url
-
-
-def link(page: str, label: str) -> str:
-    return html.unescape(re.search(rf'href="([^"]+)">{re.escape(label)}<', page).group(1))
-
-
-def count_of(page: str) -> int:
-    return int(re.search(r"count: (-?\d+)", page).group(1))
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("counter")
-    counter = CounterImage(folder)
+    counter = CounterApp(folder, interval_ms=INTERVAL_MS)
     counter.build()
     counter.start()
     yield counter
@@ -138,7 +69,7 @@ class Hammer(threading.Thread):
             index += 1
             started = time.monotonic()
             try:
-                status, page, _ = CounterImage.get(url)
+                status, page, _ = CounterApp.get(url)
                 if status != 200 or "<h1>Counter v" not in page:
                     self.failures.append((url, status))
             except (OSError, urllib.error.URLError) as error:
@@ -200,8 +131,6 @@ def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failur
     image_before = sha256(app.image)
     result = run_hotload("push", good, broken, "--to", app.staging, "--wait", "--json")
     assert result.returncode == 1, result.stdout + result.stderr
-    import json
-
     report = json.loads(result.stdout)
     assert report["result"] == "failed"
     assert report["failed_package"] == "Counter-Broken-tester.1"
@@ -231,7 +160,7 @@ def test_saved_image_serves_v2_after_a_fresh_start_and_loader_resumes(app, tmp_p
     )
     assert "false\ntrue" in check  # legacyBanner was removed by the v2 load, reset was added
     heartbeat_before = (app.staging / protocol.HEARTBEAT).stat().st_mtime
-    app.start(script="wait")  # no serve script: Swazoo and the loader come back by themselves
+    app.start(serve=False)  # no serve script: Swazoo and the loader come back by themselves
     status, page, _ = app.get(app.url)
     assert "<h1>Counter v2</h1>" in page
     app.wait_until(
