@@ -273,6 +273,20 @@ def install_loader(target_text, dialect, image, vm, live_port, interval, priorit
         click.echo(result.snippet)
 
 
+# -- demo ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the app running afterwards.")
+@click.option("--port", type=int, default=None, help="HTTP port (default: a free one).")
+@click.option("--workdir", type=click.Path(), default=None, help="Where to build (default: a new temporary folder).")
+def demo(keep, port, workdir):
+    """Run the example Seaside app in GNU Smalltalk and upgrade it live, v1 then v2 (no server needed)."""
+    from .demo import Demo
+
+    Demo(workdir, say=lambda line: out.print(line), port=port).run(keep=keep)
+
+
 # -- status ------------------------------------------------------------------------------
 
 

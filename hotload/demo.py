@@ -1,0 +1,87 @@
+"""`hotload demo`: the example app upgraded from v1 to v2 while it serves, all on this machine.
+
+    >>> Demo(Path("/tmp/hotload-demo"), say=print).run(keep=False)
+"""
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .errors import HotloadError
+from .example_app import CounterApp, count_of, example_dir, heading_of, link
+from .mcz import read_mcz
+from .pack import Packer
+from .plan import LoadPlan
+from .push import Pusher
+from .status import BatchWaiter
+from .transports import LocalTransport
+
+
+@dataclass
+class DemoResult:
+    url: str
+    pid: Optional[int]
+    steps: List[tuple] = field(default_factory=list)  # (what, seconds)
+
+
+class Demo:
+    def __init__(self, folder: Optional[Path] = None, say: Callable[[str], None] = print, port: Optional[int] = None):
+        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="hotload-demo-"))
+        self.say = say
+        self.port = port
+
+    def run(self, keep: bool = False) -> DemoResult:
+        if not shutil.which("unzip"):
+            raise HotloadError("the loader reads .mcz files with `unzip`: install it (apt-get install unzip)")
+        app = CounterApp(self.folder / "app", port=self.port, interval_ms=500)
+        result = DemoResult(app.url, None)
+
+        def step(what, action):
+            started = time.monotonic()
+            value = action()
+            result.steps.append((what, time.monotonic() - started))
+            self.say(f"{what} ({time.monotonic() - started:.2f} s)")
+            return value
+
+        versions = step("packed examples/counter v1 and v2", self._pack)
+        step(f"built a GNU Smalltalk image with Seaside and the loader in {app.folder}", app.build)
+        step("started the image", app.start)
+        self.say(f"the app is at {app.url}")
+        try:
+            with LocalTransport(app.staging) as staging:
+                step("pushed v1 and the loader installed it", lambda: self._push(staging, versions[0]))
+                _, page, session = app.get(app.url)
+                for _ in range(2):
+                    _, page, session = app.get(link(page, "++"))
+                self.say(f"page: {heading_of(page)!r}, count {count_of(page)} after clicking ++ twice in one session")
+                step("pushed v2 while the app serves; the loader installed it and saved the image", lambda: self._push(staging, versions[1]))
+            _, page, _ = app.get(session)
+            self.say(f"page: {heading_of(page)!r}, count {count_of(page)}: the open session kept its state")
+        except BaseException:
+            app.stop()
+            raise
+        if keep:
+            result.pid = app.process.pid
+            self.say(f"the app keeps running at {app.url} (gst pid {result.pid}; stop it with `kill {result.pid}`)")
+            self.say(f"push more with: hotload push PKG.mcz --to {app.staging} --wait")
+        else:
+            app.stop()
+            self.say("stopped the app (use --keep to leave it running)")
+        return result
+
+    def _pack(self):
+        dist = self.folder / "dist"
+        packer = Packer(author="demo", message="hotload demo")
+        return [packer.pack(example_dir() / version / "Counter-App.st", dist).path for version in ("v1", "v2")]
+
+    @staticmethod
+    def _push(staging, path):
+        plan = LoadPlan.build([read_mcz(path)])
+        batch = Pusher(staging).push(plan).batch
+        status = BatchWaiter(staging).wait(batch, timeout=60)
+        if not status.ok:
+            raise HotloadError(f"the loader failed {status.failed_package}: {status.error}")
+        return status
