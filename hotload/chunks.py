@@ -91,6 +91,10 @@ def split_chunks(text: str) -> List[str]:
         raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail!r}...)")
     if "!!" not in text:
         return pieces[:last]
+    if "\0" not in text:
+        # str.replace pairs `!!` left to right, as the loop below does; NUL stands in for them.
+        pieces = text.replace("!!", "\0").split("!")
+        return [piece.replace("\0", "!") if "\0" in piece else piece for piece in pieces[: len(pieces) - 1]]
     chunks, pending = [], []
     index = 0
     while index < last:

@@ -11,8 +11,9 @@ traits, class extensions and `dependencies/` members. A requirement no
 package in the batch provides is "expected in the image".
 """
 
+import heapq
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 from .errors import PlanError
 from .mcz import McPackage
@@ -67,11 +68,12 @@ class LoadPlan:
     def build(cls, packages: Sequence[McPackage]) -> "LoadPlan":
         _refuse_duplicates(packages)
         providers = _class_providers(packages)
+        providing_packages = set(providers.values())
         plans, edges = [], {}
         for package in packages:
             resolved = []
             for requirement in requirements_of(package):
-                provider = _provider_of(requirement, package, providers)
+                provider = _provider_of(requirement, providers, providing_packages)
                 resolved.append((requirement, provider))
                 if provider and provider != package.name:
                     edge = edges.setdefault((provider, package.name), Edge(provider, package.name))
@@ -152,9 +154,10 @@ def _class_providers(packages: Sequence[McPackage]) -> Dict[str, str]:
     return providers
 
 
-def _provider_of(requirement: Requirement, package: McPackage, providers: Dict[str, str]) -> str:
+def _provider_of(requirement: Requirement, providers: Dict[str, str], providing_packages: Set[str]) -> str:
+    """The package providing a class, or for a dependency the package itself when it provides classes."""
     if requirement.kind == "dependency":
-        return requirement.name if requirement.name in providers.values() else ""
+        return requirement.name if requirement.name in providing_packages else ""
     return providers.get(requirement.name, "")
 
 
@@ -176,19 +179,18 @@ def _order(plans: List[PackagePlan], edges: List[Edge]) -> Tuple[List[PackagePla
             component_successors[a].add(b)
             incoming[b] += 1
 
-    def first_position(number):
-        return min(index[name] for name in components[number])
-
-    ready = sorted((n for n, count in incoming.items() if count == 0), key=first_position)
+    # Ready components leave in order of their first member's input position (unique per component).
+    first_position = [min(index[name] for name in members) for members in components]
+    ready = [(first_position[n], n) for n, count in incoming.items() if count == 0]
+    heapq.heapify(ready)
     ordered_names: List[str] = []
     while ready:
-        number = ready.pop(0)
+        _, number = heapq.heappop(ready)
         ordered_names.extend(sorted(components[number], key=index.get))
         for successor in component_successors[number]:
             incoming[successor] -= 1
             if incoming[successor] == 0:
-                ready.append(successor)
-        ready.sort(key=first_position)
+                heapq.heappush(ready, (first_position[successor], successor))
     by_name = {plan.name: plan for plan in plans}
     return [by_name[name] for name in ordered_names], cycles
 
