@@ -149,6 +149,22 @@ def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failur
     assert "ok" in result.stdout
 
 
+def test_a_failed_save_is_reported_not_hidden(app, tmp_path):
+    blocker = app.folder / "app.im.tmp"  # the loader snapshots to <image>.tmp first: make that impossible
+    blocker.mkdir()
+    image_before = sha256(app.image)
+    try:
+        package = make_package(tmp_path, "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras") + method("HLCounterExtras", "unsaved\n\t^ 3"), author="saver")
+        result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
+    finally:
+        blocker.rmdir()
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and report["result"] == "failed"
+    assert "could not be saved" in report["error"] and "directory" in report["error"]
+    assert sha256(app.image) == image_before
+    assert app.get(app.url)[0] == 200
+
+
 def test_saved_image_serves_v2_after_a_fresh_start_and_loader_resumes(app, tmp_path):
     app.stop()
     check = Gst().run(
@@ -178,9 +194,11 @@ def test_save_only_trigger_saves_and_loads_nothing(app):
     history_before = (app.staging / protocol.HISTORY).read_text()
     (app.staging / "Stray-x.1.mcz").write_bytes(b"not loaded")  # a package with no manifest
     (app.staging / protocol.TRIGGER).write_text("")
-    app.wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the loader to take the save-only trigger")
+    app.wait_until(
+        lambda: "\tsaved" in (app.staging / protocol.HISTORY).read_text()[len(history_before):],
+        "the loader to record the save-only trigger",
+    )
+    assert not (app.staging / protocol.TRIGGER).exists()
     assert app.image.stat().st_mtime_ns > before
-    history = (app.staging / protocol.HISTORY).read_text()
-    assert history.startswith(history_before) and "\tsaved" in history[len(history_before):]
     assert (app.staging / "Stray-x.1.mcz").exists()  # nothing was loaded or consumed
     (app.staging / "Stray-x.1.mcz").unlink()
