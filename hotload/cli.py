@@ -221,6 +221,32 @@ def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     sys.exit(worst)
 
 
+# -- watch ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "targets", multiple=True, required=True, help="Staging directory (repeat for many images).")
+@click.option("--dist", default="dist", show_default=True, type=click.Path(), help="Where packed .mcz files go.")
+@click.option("--author", default=lambda: os.environ.get("HOTLOAD_AUTHOR", "hotload"), show_default="$HOTLOAD_AUTHOR or hotload")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the loader each time.")
+def watch(paths, targets, dist, author, timeout):
+    """Pack and push (with --wait) whenever a .st source or .mcz package changes."""
+    from pathlib import Path
+
+    from .watch import Watcher
+
+    def push_now(packages):
+        load_plan = LoadPlan.build([read_mcz(p) for p in packages])
+        for target in targets:
+            try:
+                report, _ = _push_one(load_plan, target, True, timeout, False, 30.0, False)
+            except HotloadError as error:
+                err.print(f"[bold red]hotload:[/] {target}: {error}")
+
+    Watcher(paths, push_now, Path(dist), author=author, say=lambda line: out.print(line)).run()
+
+
 # -- install-loader ------------------------------------------------------------------------
 
 

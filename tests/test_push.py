@@ -382,3 +382,27 @@ def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, package
 def test_protocol_rejects_unsafe_names(name):
     with pytest.raises(protocol.ProtocolError):
         protocol.check_package_file_name(name)
+
+
+def test_watch_packs_and_pushes_on_change(tmp_path):
+    source = tmp_path / "Shop-Watch.st"
+    source.write_text(class_def("WatchedThing", category="Shop-Watch"))
+    staging = tmp_path / "watched-staging"
+    loader = FakeLoader(staging).start()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotload", "watch", str(source), "--to", str(staging), "--dist", str(tmp_path / "dist"), "--author", "watcher"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(1.5)
+        for round_number in (1, 2):
+            source.write_text(class_def("WatchedThing", category="Shop-Watch") + method("WatchedThing", f"round\n\t^ {round_number}"))
+            deadline = time.time() + 20
+            while len(loader.batches) < round_number and time.time() < deadline:
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+        loader.stop()
+    assert [b.entries[0].version for b in loader.batches] == ["Shop-Watch-watcher.1", "Shop-Watch-watcher.2"]
+    assert read_mcz(tmp_path / "dist" / "Shop-Watch-watcher.2.mcz").version.ancestors[0].name == "Shop-Watch-watcher.1"
