@@ -134,7 +134,7 @@ def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failur
     report = json.loads(result.stdout)
     assert report["result"] == "failed"
     assert report["failed_package"] == "Counter-Broken-tester.1"
-    expected = "ZeroDivide" if failure == "initialize" else "compile error"
+    expected = "ZeroDivide" if failure == "initialize" else "HLBroken>>oops does not parse"
     assert expected in report["error"]
     assert report["stack"]
     assert sha256(app.image) == image_before  # the image on disk is the last good one
