@@ -83,7 +83,11 @@ class CounterApp:
         code = (example_dir() / "serve.st").read_text() if serve else "Semaphore new wait"
         env = dict(os.environ, COUNTER_PORT=str(self.port))
         self.process = self.gst.start(self.image, code, self.log, env=env, folder=self.folder)
-        self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer", timeout)
+        try:
+            self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer", timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         if self.process and self.process.poll() is None:

@@ -37,10 +37,12 @@ def sha256(path: Path) -> str:
 def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("counter")
     counter = CounterApp(folder, interval_ms=INTERVAL_MS)
-    counter.build()
-    counter.start()
-    yield counter
-    counter.stop()
+    try:
+        counter.build()
+        counter.start()
+        yield counter
+    finally:
+        counter.stop()
 
 
 @pytest.fixture(scope="module")
