@@ -295,9 +295,13 @@ def test_real_sigint_mid_upload(ssh_home, tmp_path, big_package):
         [sys.executable, "-m", "hotload", "push", str(big_package), "--to", ssh_home.url(staging)],
         env=ssh_home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    _wait_for_temp_file(staging)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _wait_for_temp_file(staging)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert sorted(os.listdir(staging)) == []
