@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from . import protocol
-from .errors import HotloadError, LockBusy
+from .chunks import ChunkError
+from .errors import HotloadError, LockBusy, PackageError
 from .plan import LoadPlan
 from .protocol import LockRecord, Manifest, ManifestEntry
 from .transports.base import Transport
@@ -41,6 +42,17 @@ def sha256_of(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_methods(plan: LoadPlan):
+    """Every method's selector reads, so no batch is pushed that the loader would reject for it."""
+    for package_plan in plan.order:
+        package = package_plan.package
+        for method in package.snapshot.methods:
+            try:
+                method.selector
+            except ChunkError as error:
+                raise PackageError(package.path, f"{method.class_name}: {error}") from None
 
 
 def manifest_entries(plan: LoadPlan) -> List[ManifestEntry]:
@@ -112,6 +124,7 @@ class Pusher:
 
     def _push(self, plan: LoadPlan, batch: Optional[str]) -> PushResult:
         started = time.monotonic()
+        check_methods(plan)
         entries = manifest_entries(plan)
         manifest = Manifest.new(entries, batch)
         manifest_text = manifest.render()

@@ -410,3 +410,41 @@ def test_watch_packs_and_pushes_on_change(tmp_path):
         loader.stop()
     assert [b.entries[0].version for b in loader.batches] == ["Shop-Watch-watcher.1", "Shop-Watch-watcher.2"]
     assert read_mcz(tmp_path / "dist" / "Shop-Watch-watcher.2.mcz").version.ancestors[0].name == "Shop-Watch-watcher.1"
+
+
+def test_a_method_whose_selector_cannot_be_read_is_not_pushed(tmp_path):
+    bad = make_package(tmp_path / "src", "Shop-Bad", class_def("BadThing", category="Shop-Bad") + method("BadThing", "123 notASelector"))
+    staging = tmp_path / "bad-staging"
+    result = run_hotload("push", bad, "--to", staging)
+    assert result.returncode == 2 and "cannot read the selector" in result.stderr
+    assert not staging.exists()
+
+
+def test_push_to_many_images_and_status(tmp_path, packages):
+    stagings = [tmp_path / "image-a", tmp_path / "image-b"]
+    loaders = [FakeLoader(path).start() for path in stagings]
+    try:
+        result = run_hotload("push", *packages, *sum((["--to", str(p)] for p in stagings), []), "--wait", "--json")
+        status = run_hotload("status", "--to", stagings[1], "--json")
+    finally:
+        for loader in loaders:
+            loader.stop()
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert [r["result"] for r in reports] == ["ok", "ok"]
+    assert len({r["batch"] for r in reports}) == 2
+    assert status.returncode == 0
+    state = json.loads(status.stdout)
+    assert state["loader_running"] and state["last_batch"] == reports[1]["batch"] and state["last_result"] == "ok"
+    beat = time.time() - 100  # as a loader that stopped 100 s ago left it
+    (stagings[0] / protocol.HEARTBEAT).write_text(protocol.render_record("heartbeat", [("time", int(beat), protocol.iso(beat)), ("loader", "gst", "priority 5", "interval 2000")]))
+    human = run_hotload("status", "--to", stagings[0])
+    assert human.returncode == 3
+    assert "loader not running" in human.stdout and re.search(r"heartbeat 10\d s old", human.stdout)
+    assert "batch " + reports[0]["batch"] + ": ok" in human.stdout
+
+
+def test_status_without_a_loader(tmp_path):
+    result = run_hotload("status", "--to", tmp_path / "empty")
+    assert result.returncode == 3
+    assert "no loader heartbeat" in result.stdout
