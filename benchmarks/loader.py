@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hotload.example_app import CounterApp, example_dir, heading_of, link  # noqa: E402
+from hotload.example_app import CounterApp, RequestLoop, example_dir, heading_of, link  # noqa: E402
 from hotload.mcz import read_mcz  # noqa: E402
 from hotload.pack import Packer  # noqa: E402
 from hotload.plan import LoadPlan  # noqa: E402
@@ -196,31 +195,6 @@ def bench_push(app, versions, repeats, folder):
 # -- 2. a 2,000-method load under traffic ----------------------------------------------------------
 
 
-class Hammer(threading.Thread):
-    """Requests a fresh page and an open session in turn, as fast as it can; records every request."""
-
-    def __init__(self, urls):
-        super().__init__(daemon=True)
-        self.urls = urls
-        self.records = []  # (start, end, ok, heading)
-        self.done = threading.Event()
-
-    def run(self):
-        index = 0
-        while not self.done.is_set():
-            url = self.urls[index % len(self.urls)]
-            index += 1
-            started = time.monotonic()
-            heading, ok = None, False
-            try:
-                status, page, _ = CounterApp.get(url)
-                heading = heading_of(page)
-                ok = status == 200 and heading.startswith("Counter")
-            except (OSError, urllib.error.URLError):
-                pass
-            self.records.append((started, time.monotonic(), ok, heading))
-
-
 def stalls(records, since, until):
     """Gaps between consecutive response completions in [since, until], longest first."""
     ends = sorted(end for _, end, _, _ in records if since <= end <= until)
@@ -241,7 +215,7 @@ def bench_bigload(app, repeats, folder, classes=20, methods=100):
         size = packed.path.stat().st_size
         _, page, session = app.get(app.url)
         _, page, session = app.get(link(page, "++"))
-        hammer = Hammer([app.url, session])
+        hammer = RequestLoop([app.url, session])
         hammer.start()
         time.sleep(3.0)
         started, push_seconds, batch = push(app, packed.path)

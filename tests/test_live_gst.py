@@ -7,9 +7,7 @@ client keeps requesting, a failing batch is rejected, and the image restarts.
 import hashlib
 import json
 import shutil
-import threading
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from conftest import run_hotload
 from helpers import class_def, make_package, method
 from hotload import protocol
-from hotload.example_app import CounterApp, count_of, example_dir, link
+from hotload.example_app import CounterApp, RequestLoop, count_of, example_dir, link
 from hotload.gst import Gst
 from hotload.pack import Packer
 
@@ -54,31 +52,6 @@ def versions(tmp_path_factory):
     return v1, v2
 
 
-class Hammer(threading.Thread):
-    """Keeps requesting the app (a fresh page and an open session) and records every outcome."""
-
-    def __init__(self, urls):
-        super().__init__(daemon=True)
-        self.urls = urls
-        self.failures = []
-        self.latencies = []
-        self.done = threading.Event()
-
-    def run(self):
-        index = 0
-        while not self.done.is_set():
-            url = self.urls[index % len(self.urls)]
-            index += 1
-            started = time.monotonic()
-            try:
-                status, page, _ = CounterApp.get(url)
-                if status != 200 or "<h1>Counter v" not in page:
-                    self.failures.append((url, status))
-            except (OSError, urllib.error.URLError) as error:
-                self.failures.append((url, repr(error)))
-            self.latencies.append(time.monotonic() - started)
-
-
 def test_hot_upgrade_while_serving(app, versions, sshd):
     v1, v2 = versions
     pushed = run_hotload("push", v1, "--to", app.staging, "--wait", check=True)
@@ -90,7 +63,7 @@ def test_hot_upgrade_while_serving(app, versions, sshd):
     assert count_of(page) == 3
     saved_before = app.image.stat().st_mtime_ns
 
-    hammer = Hammer([app.url, session_url])
+    hammer = RequestLoop([app.url, session_url])
     hammer.start()
     time.sleep(1.0)
     result = run_hotload("push", v2, "--to", sshd.url(app.staging), "--wait", "--json", env=sshd.env())
@@ -100,8 +73,8 @@ def test_hot_upgrade_while_serving(app, versions, sshd):
 
     assert result.returncode == 0, result.stderr
     assert '"result": "ok"' in result.stdout
-    assert hammer.failures == []
-    assert len(hammer.latencies) > 20
+    assert hammer.failures() == []
+    assert len(hammer.records) > 20
     status, page, _ = app.get(session_url)
     assert "<h1>Counter v2</h1>" in page
     assert count_of(page) == 3  # the open session kept its state
