@@ -448,3 +448,20 @@ def test_status_without_a_loader(tmp_path):
     result = run_hotload("status", "--to", tmp_path / "empty")
     assert result.returncode == 3
     assert "no loader heartbeat" in result.stdout
+
+
+def test_proxy_command_from_ssh_config(ssh_home, tmp_path, packages):
+    config = ssh_home.home / ".ssh" / "config"
+    original = config.read_text()
+    relay = Path(__file__).resolve().parent / "relay.py"
+    config.write_text(
+        original + f"\nHost via-proxy\n    HostName 127.0.0.1\n    Port {ssh_home.port}\n    User {ssh_home.user}\n"
+        f"    IdentityFile {ssh_home.home / '.ssh' / 'id_ed25519'}\n"
+        f"    ProxyCommand {sys.executable} {relay} %p\n"
+    )
+    try:
+        staging = tmp_path / "proxied"
+        result = run_hotload("push", *packages, "--to", f"via-proxy:{staging}", "--json", env=ssh_home.env(), check=True)
+    finally:
+        config.write_text(original)
+    assert_complete_batch(staging, packages, json.loads(result.stdout)["batch"])
