@@ -12,8 +12,10 @@ that consumes the chunks after it.
 """
 
 import re
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from collections import Counter
+from dataclasses import dataclass
+from itertools import compress, count
+from typing import Dict, List, Optional, Tuple
 
 
 class ChunkError(ValueError):
@@ -66,12 +68,67 @@ class MethodDefinition:
         return f"<MethodDefinition {self.class_name}{side}>>{self.selector}>"
 
 
-@dataclass
 class Snapshot:
-    categories: List[str] = field(default_factory=list)
-    classes: dict = field(default_factory=dict)  # name -> ClassDefinition, in source order
-    methods: List[MethodDefinition] = field(default_factory=list)
-    doits: List[str] = field(default_factory=list)
+    """What a source defines. `methods` is built on first use: the reader keeps runs of
+    Monticello's one-method-per-header units as spans of the source text, and
+    `method_class_counts()` answers from counts taken while reading, without building them."""
+
+    __hash__ = None
+
+    def __init__(self, categories=None, classes=None, methods=None, doits=None):
+        self.categories: List[str] = [] if categories is None else categories
+        self.classes: dict = {} if classes is None else classes  # name -> ClassDefinition, in source order
+        self.doits: List[str] = [] if doits is None else doits
+        self._methods: List[MethodDefinition] = [] if methods is None else methods
+        self._text = ""
+        self._pending = None  # methods read between the units of _text: {gap index: [MethodDefinition]}
+        self._counts = None  # class name -> methods, in order of first method
+
+    @property
+    def methods(self) -> List[MethodDefinition]:
+        if self._pending is not None:
+            self._methods = _materialize(self._text, self._pending)
+            self._text, self._pending, self._counts = "", None, None
+        return self._methods
+
+    @methods.setter
+    def methods(self, methods: List[MethodDefinition]):
+        self._methods = methods
+        self._text, self._pending, self._counts = "", None, None
+
+    def method_class_counts(self) -> Dict[str, int]:
+        """Methods per class name (instance and class side together), in order of each class's first method."""
+        if self._pending is not None:
+            return dict(self._counts)
+        counts: Dict[str, int] = {}
+        for method in self._methods:
+            counts[method.class_name] = counts.get(method.class_name, 0) + 1
+        return counts
+
+    def method_class_names(self) -> List[str]:
+        """The classes that get methods, each once, in source order."""
+        return list(self.method_class_counts())
+
+    def method_count(self) -> int:
+        if self._pending is not None:
+            return sum(self._counts.values())
+        return len(self._methods)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.categories, self.classes, self.methods, self.doits) == (
+            other.categories,
+            other.classes,
+            other.methods,
+            other.doits,
+        )
+
+    def __repr__(self):
+        return (
+            f"Snapshot(categories={self.categories!r}, classes={self.classes!r}, "
+            f"methods={self.methods!r}, doits={self.doits!r})"
+        )
 
 
 # -- chunks -----------------------------------------------------------------
@@ -260,10 +317,10 @@ _CLASS_DEFINITION = re.compile(
     r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+"
     r"(subclass|variableSubclass|variableByteSubclass|variableWordSubclass|weakSubclass|ephemeronSubclass|immediateSubclass):"
     r"\s*\#([A-Za-z_][A-Za-z0-9_:]*)"
-    r"\s+instanceVariableNames:\s*'((?:[^']|'')*)'"
-    r"\s+classVariableNames:\s*'((?:[^']|'')*)'"
-    r"(?:\s+poolDictionaries:\s*'((?:[^']|'')*)')?"
-    r"\s+(?:category|package):\s*'((?:[^']|'')*)'\s*\Z"
+    r"\s+instanceVariableNames:\s*'([^']*+(?:''[^']*+)*+)'"
+    r"\s+classVariableNames:\s*'([^']*+(?:''[^']*+)*+)'"
+    r"(?:\s+poolDictionaries:\s*'([^']*+(?:''[^']*+)*+)')?"
+    r"\s+(?:category|package):\s*'([^']*+(?:''[^']*+)*+)'\s*\Z"
 )
 _COMMENT_STAMP = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+commentStamp:\s*'((?:[^']|'')*)'\s+prior:\s*[0-9]+\s*\Z")
 _UNARY_DOIT = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_.]*(?:\s+[A-Za-z_][A-Za-z0-9_.]*)*\s*\Z")
@@ -292,31 +349,147 @@ _METHODS_FOR = re.compile(
 )
 
 
+# One unit of Monticello's own layout: a `methodsFor:` header as _METHODS_FOR reads it (class
+# name, side, protocol, stamp), one non-blank method without `!`, the blank chunk that ends
+# the group, and the white space of the blank chunk before the next `!`. read_source splits
+# the raw text at these units and reads only the text between them chunk by chunk. A unit is
+# taken only where it stands for exactly what the chunk reader would read there; read_source
+# checks that (see _read_split) and otherwise reads the whole text chunk by chunk.
+_UNIT_PATTERN = r"""!
+    \s*+(?P<class>[A-Za-z_][A-Za-z0-9_.]*+)(?:\s++(?P<side>class|classSide|classTrait))?\s++methodsFor:\s*+
+    '(?P<protocol>[^']*+(?:''[^']*+)*+)'(?:\s++stamp:\s*+'(?P<stamp>[^']*+(?:''[^']*+)*+)')?\s*+!(?!!)
+    (?=\s*+[^\s!])(?P<source>[^!]*+)(?=!\s)!
+    \s++!(?!!)(?:\s++(?=!(?!!)))?"""
+_UNIT_WITH_GROUPS = re.compile(_UNIT_PATTERN, re.X)
+_UNIT = re.compile(re.sub(r"\(\?P<(?!class)\w+>", "(?:", _UNIT_PATTERN), re.X)  # class name only: cheaper
+_CHUNK_END = re.compile(r"[^!]*+(?:!![^!]*+)*+!")  # through the next single `!`
+
+
+def _clean(raw: str) -> str:
+    """A chunk as split_chunks gives it: LF line ends, `!!` unescaped."""
+    if "\r" in raw:
+        raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if "!!" in raw:
+        raw = raw.replace("!!", "!")
+    return raw
+
+
 def read_source(text: str) -> Snapshot:
     """Read a whole chunk-format source into a Snapshot."""
+    tail = text[text.rfind("!") + 1 :]
+    if tail.strip():
+        tail = tail.replace("\r\n", "\n").replace("\r", "\n").strip()[:40]
+        raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail!r}...)")
+    parts = _UNIT.split(text)  # [text, class name, text, class name, ..., text]
+    if len(parts) > 1:
+        snapshot = _read_split(text, parts)
+        if snapshot is not None:
+            return snapshot
     snapshot = Snapshot()
-    chunks = iter(split_chunks(text))
-    append_method = snapshot.methods.append
+    _read_chunks(text, snapshot, snapshot._methods, True)
+    return snapshot
+
+
+def _read_split(text: str, parts: List[str]) -> Optional[Snapshot]:
+    """The snapshot, when the units found by splitting are those the chunk reader reads.
+
+    They are when every unit holds exactly four `!` (none inside its header) and each text
+    between two units reads chunk by chunk to its very end, leaving the reader expecting a
+    new chunk after a single `!` followed by white space. Answers None otherwise, and for
+    any error, which the chunk-by-chunk reading then raises (or not) itself.
+    """
+    gaps = parts[0::2]
+    names = parts[1::2]
+    if text.count("!") != 4 * len(names) + "".join(gaps).count("!"):
+        return None
+    snapshot = Snapshot()
+    last = len(gaps) - 1
+    gap_methods = {}
+    try:
+        for index in compress(count(), gaps):  # the non-empty ones
+            methods = []
+            if not _read_chunks(gaps[index], snapshot, methods, index == last):
+                return None
+            if methods:
+                gap_methods[index] = methods
+    except Exception:
+        return None
+    counts = Counter()
+    done = 0
+    for index, methods in gap_methods.items():
+        counts.update(names[done:index])
+        for method in methods:
+            counts[method.class_name] += 1
+        done = index
+    counts.update(names[done:])
+    snapshot._text, snapshot._pending, snapshot._counts = text, gap_methods, counts
+    return snapshot
+
+
+def _materialize(text: str, gap_methods: dict) -> List[MethodDefinition]:
+    """The methods of a text read by _read_split, in source order."""
+    methods = []
+    append = methods.append
+    parts = _UNIT_WITH_GROUPS.split(text)
+    for index in range(0, len(parts) // 6 + 1):
+        if index in gap_methods:
+            methods.extend(gap_methods[index])
+        if index * 6 + 1 < len(parts):
+            class_name, side, protocol, stamp, source = parts[index * 6 + 1 : index * 6 + 6]
+            protocol = _clean(protocol)
+            protocol = protocol.replace("''", "'") if "''" in protocol else protocol
+            stamp = _clean(stamp).replace("''", "'") if stamp else ""
+            append(MethodDefinition(class_name, side is not None, protocol, _clean(source).strip("\n"), stamp))
+    return methods
+
+
+def _read_chunks(text: str, snapshot: Snapshot, methods: list, at_end: bool) -> bool:
+    """Read text chunk by chunk, as split_chunks splits it, into snapshot and methods.
+
+    With at_end false, text is followed by a unit: answers False unless it ends where the
+    reader expects a new top-level chunk, with white space left (the blank chunk before the
+    unit's `!`), or is empty.
+    """
+    chunk_end = _CHUNK_END.match
     methods_for = _METHODS_FOR.match
-    for chunk in chunks:
+    pos = 0
+    while True:
+        found = chunk_end(text, pos)
+        if found is None:
+            return at_end or text[pos:].isspace() or not text
+        chunk = text[pos : found.end() - 1]
+        pos = found.end()
         if chunk and not chunk.isspace():  # i.e. chunk.strip(), without the copy
-            _read_doit(chunk, snapshot)
+            _read_doit(_clean(chunk), snapshot)
             continue
-        header = next(chunks, None)
-        if header is None:
-            break
+        found = chunk_end(text, pos)
+        if found is None:
+            return at_end
+        header = _clean(text[pos : found.end() - 1])
+        pos = found.end()
         match = methods_for(header)
         if match:
             class_name, side, protocol, stamp = match.groups()
             meta = side is not None
             protocol = protocol.replace("''", "'")
             stamp = stamp.replace("''", "'") if stamp else ""
-            for source in chunks:
+            while True:
+                found = chunk_end(text, pos)
+                if found is None:
+                    return at_end
+                source = text[pos : found.end() - 1]
+                pos = found.end()
                 if not source or source.isspace():
                     break
-                append_method(MethodDefinition(class_name, meta, protocol, source.strip("\n"), stamp))
+                methods.append(MethodDefinition(class_name, meta, protocol, _clean(source).strip("\n"), stamp))
             continue
-        following = next(chunks, None)
+        found = chunk_end(text, pos)
+        following = None
+        if found is not None:
+            following = _clean(text[pos : found.end() - 1])
+            pos = found.end()
+        elif not at_end:
+            return False
         match = _COMMENT_STAMP.match(header)
         if match and following is not None:
             definition = snapshot.classes.get(match.group(1))
@@ -325,7 +498,6 @@ def read_source(text: str) -> Snapshot:
                 definition.comment_stamp = _unquote(match.group(2))
             continue
         _read_declaration(header, following, snapshot)
-    return snapshot
 
 
 def _read_declaration(header: str, following: Optional[str], snapshot: Snapshot):

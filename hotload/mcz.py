@@ -111,11 +111,9 @@ class McPackage:
     def extended_classes(self) -> Dict[str, int]:
         """Classes defined elsewhere that this package adds methods to, with method counts."""
         if self._extensions is None:
-            counts: Dict[str, int] = {}
-            for method in self.snapshot.methods:
-                if method.class_name not in self.snapshot.classes:
-                    counts[method.class_name] = counts.get(method.class_name, 0) + 1
-            self._extensions = counts
+            defined = self.snapshot.classes
+            counts = self.snapshot.method_class_counts()  # without building the method objects
+            self._extensions = {name: count for name, count in counts.items() if name not in defined}
         return self._extensions
 
 

@@ -95,7 +95,7 @@ class LoadPlan:
                     "version": plan.package.version.name,
                     "file": str(plan.package.path),
                     "classes": len(plan.package.snapshot.classes),
-                    "methods": len(plan.package.snapshot.methods),
+                    "methods": plan.package.snapshot.method_count(),
                     "requires": [
                         {"kind": req.kind, "name": req.name, "by": req.by, "provider": provider or None}
                         for req, provider in plan.requirements
