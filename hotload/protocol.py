@@ -252,24 +252,19 @@ class Status:
     started: float = 0.0
     finished: float = 0.0
 
+    _TEXT_FIELDS = {"batch": "batch", "result": "result", "failed-package": "failed_package", "error": "error"}
+    _LIST_FIELDS = {"loaded": "loaded", "stack": "stack"}
+
     @classmethod
     def parse(cls, text: str) -> "Status":
         status = cls(batch="", result="")
         for row in parse_record(text, "status"):
             key, values = row[0], row[1:]
             value = values[0] if values else ""
-            if key == "batch":
-                status.batch = value
-            elif key == "result":
-                status.result = value
-            elif key == "loaded":
-                status.loaded.append(value)
-            elif key == "failed-package":
-                status.failed_package = value
-            elif key == "error":
-                status.error = value
-            elif key == "stack":
-                status.stack.append(value)
+            if key in cls._TEXT_FIELDS:
+                setattr(status, cls._TEXT_FIELDS[key], value)
+            elif key in cls._LIST_FIELDS:
+                getattr(status, cls._LIST_FIELDS[key]).append(value)
             elif key == "timing" and len(values) == 2 and values[1].isdigit():
                 status.timings_ms[values[0]] = int(values[1])
             elif key in ("started", "finished") and value.replace(".", "", 1).isdigit():
