@@ -144,13 +144,14 @@ def split_chunks(text: str) -> List[str]:
     pieces = text.split("!")
     last = len(pieces) - 1
     if pieces[last].strip():
-        tail = pieces[last].strip()[:40]
-        raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail!r}...)")
+        _unterminated(pieces[last])
     if "!!" not in text:
         return pieces[:last]
     if "\0" not in text:
         # str.replace pairs `!!` left to right, as the loop below does; NUL stands in for them.
         pieces = text.replace("!!", "\0").split("!")
+        if pieces[-1].strip():
+            _unterminated(pieces[-1].replace("\0", "!"))
         return [piece.replace("\0", "!") if "\0" in piece else piece for piece in pieces[: len(pieces) - 1]]
     chunks, pending = [], []
     index = 0
@@ -166,7 +167,13 @@ def split_chunks(text: str) -> List[str]:
             pending = []
         chunks.append(piece)
         index += 1
+    if pending:
+        _unterminated("".join(pending))
     return chunks
+
+
+def _unterminated(tail: str):
+    raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail.strip()[:40]!r}...)")
 
 
 # -- tokens of one chunk ------------------------------------------------------
@@ -378,8 +385,10 @@ def read_source(text: str) -> Snapshot:
     """Read a whole chunk-format source into a Snapshot."""
     tail = text[text.rfind("!") + 1 :]
     if tail.strip():
-        tail = tail.replace("\r\n", "\n").replace("\r", "\n").strip()[:40]
-        raise ChunkError(f"the text ends inside a chunk with no closing '!' ({tail!r}...)")
+        _unterminated(tail.replace("\r\n", "\n").replace("\r", "\n"))
+    stripped = text.rstrip()
+    if (len(stripped) - len(stripped.rstrip("!"))) % 2 == 0 and stripped:
+        _unterminated(stripped[-40:].replace("!!", "!"))  # it ends in `!!`, an escaped `!`
     parts = _UNIT.split(text)  # [text, class name, text, class name, ..., text]
     if len(parts) > 1:
         snapshot = _read_split(text, parts)

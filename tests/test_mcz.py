@@ -146,9 +146,10 @@ def test_chunk_format_definitions():
     assert snapshot.doits == ["Shape initialize"]
 
 
-def test_unterminated_chunk_is_reported():
+@pytest.mark.parametrize("text", ["Object subclass: #A instanceVariableNames: ''", "Foo!!", "A initialize!\nB!!  "])
+def test_unterminated_chunk_is_reported(text):
     with pytest.raises(ChunkError, match="no closing"):
-        read_source("Object subclass: #A instanceVariableNames: ''")
+        read_source(text)
 
 
 def _zip(path, members):
