@@ -59,9 +59,6 @@ class MethodDefinition:
             self._selector = method_selector(self.source)
         return self._selector
 
-    @property
-    def is_extension_protocol(self) -> bool:
-        return self.protocol.startswith("*")
 
     def __repr__(self):
         side = " class" if self.meta else ""
@@ -105,10 +102,6 @@ class Snapshot:
             counts[method.class_name] = counts.get(method.class_name, 0) + 1
         return counts
 
-    def method_class_names(self) -> List[str]:
-        """The classes that get methods, each once, in source order."""
-        return list(self.method_class_counts())
-
     def method_count(self) -> int:
         if self._pending is not None:
             return sum(self._counts.values())
@@ -132,44 +125,6 @@ class Snapshot:
 
 
 # -- chunks -----------------------------------------------------------------
-
-
-def split_chunks(text: str) -> List[str]:
-    """The chunks of `text`, with `!!` unescaped and CR/CRLF line ends made LF.
-
-    A chunk that is only white space marks that the next chunk is a reader
-    declaration (at top level) or ends a method group (after `methodsFor:`).
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    pieces = text.split("!")
-    last = len(pieces) - 1
-    if pieces[last].strip():
-        _unterminated(pieces[last])
-    if "!!" not in text:
-        return pieces[:last]
-    if "\0" not in text:
-        # str.replace pairs `!!` left to right, as the loop below does; NUL stands in for them.
-        pieces = text.replace("!!", "\0").split("!")
-        if pieces[-1].strip():
-            _unterminated(pieces[-1].replace("\0", "!"))
-        return [piece.replace("\0", "!") if "\0" in piece else piece for piece in pieces[: len(pieces) - 1]]
-    chunks, pending = [], []
-    index = 0
-    while index < last:
-        piece = pieces[index]
-        if index + 1 < last and pieces[index + 1] == "":
-            pending += (piece, "!")
-            index += 2
-            continue
-        if pending:
-            pending.append(piece)
-            piece = "".join(pending)
-            pending = []
-        chunks.append(piece)
-        index += 1
-    if pending:
-        _unterminated("".join(pending))
-    return chunks
 
 
 def _unterminated(tail: str):
@@ -373,7 +328,7 @@ _CHUNK_END = re.compile(r"[^!]*+(?:!![^!]*+)*+!")  # through the next single `!`
 
 
 def _clean(raw: str) -> str:
-    """A chunk as split_chunks gives it: LF line ends, `!!` unescaped."""
+    """A chunk as the reader sees it: LF line ends, `!!` unescaped."""
     if "\r" in raw:
         raw = raw.replace("\r\n", "\n").replace("\r", "\n")
     if "!!" in raw:
@@ -453,7 +408,7 @@ def _materialize(text: str, gap_methods: dict) -> List[MethodDefinition]:
 
 
 def _read_chunks(text: str, snapshot: Snapshot, methods: list, at_end: bool) -> bool:
-    """Read text chunk by chunk, as split_chunks splits it, into snapshot and methods.
+    """Read text chunk by chunk (a chunk ends at a `!` that is not doubled) into snapshot and methods.
 
     With at_end false, text is followed by a unit: answers False unless it ends where the
     reader expects a new top-level chunk, with white space left (the blank chunk before the

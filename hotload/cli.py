@@ -72,7 +72,7 @@ def print_plan(plan: LoadPlan):
         package = package_plan.package
         out.print(
             f"  {package.name}  {package.version.name}  "
-            f"({len(package.snapshot.classes)} classes, {len(package.snapshot.methods)} methods)"
+            f"({len(package.snapshot.classes)} classes, {package.snapshot.method_count()} methods)"
         )
         from_batch = sorted({f"{req.name} from {provider}" for req, provider in package_plan.requirements if provider})
         if from_batch:
@@ -124,7 +124,7 @@ def pack(source, output, name, author, message, ancestor):
 # -- push --------------------------------------------------------------------------------
 
 
-def _push_one(load_plan, target_text, wait, timeout, break_lock, lock_wait, as_json):
+def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_wait, as_json):
     from .push import Pusher
     from .status import BatchWaiter, require_loader
     from .targets import parse_target
@@ -133,7 +133,7 @@ def _push_one(load_plan, target_text, wait, timeout, break_lock, lock_wait, as_j
     target = parse_target(target_text)
     with open_transport(target) as transport:
         if wait:
-            require_loader(transport)
+            require_loader(transport)  # before uploading anything
         total = sum(p.package.size for p in load_plan.order)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -144,7 +144,7 @@ def _push_one(load_plan, target_text, wait, timeout, break_lock, lock_wait, as_j
                 transport, lock_wait=lock_wait, break_lock=break_lock, pending_wait=min(timeout, 60.0),
                 on_progress=lambda name, sent: progress.advance(task, sent),
             )
-            result = pusher.push(load_plan)
+            result = pusher.push(load_plan, entries=entries)
         report = {
             "target": result.target,
             "batch": result.batch,
@@ -204,11 +204,14 @@ def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     Exit status: 0 ok, 1 the loader failed the batch, 2 bad input, 3 no loader
     running, 4 the staging directory is busy.
     """
+    from .push import manifest_entries
+
     load_plan = read_batch(packages)
+    entries = manifest_entries(load_plan)  # checked and hashed once for every target
     reports, worst = [], 0
     for target in targets:
         try:
-            report, code = _push_one(load_plan, target, wait, timeout, break_lock, lock_wait, as_json)
+            report, code = _push_one(load_plan, entries, target, wait, timeout, break_lock, lock_wait, as_json)
         except HotloadError as error:
             if len(targets) == 1 and not as_json:
                 raise
@@ -236,11 +239,14 @@ def watch(paths, targets, dist, author, timeout):
 
     from .watch import Watcher
 
+    from .push import manifest_entries
+
     def push_now(packages):
         load_plan = LoadPlan.build([read_mcz(p) for p in packages])
+        entries = manifest_entries(load_plan)
         for target in targets:
             try:
-                report, _ = _push_one(load_plan, target, True, timeout, False, 30.0, False)
+                report, _ = _push_one(load_plan, entries, target, True, timeout, False, 30.0, False)
             except HotloadError as error:
                 err.print(f"[bold red]hotload:[/] {target}: {error}")
 

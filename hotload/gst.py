@@ -67,8 +67,9 @@ class Gst:
 
     def start(self, image, code: str, log, env=None, folder=None) -> subprocess.Popen:
         """Start gst on `image` running `code` in the background, output to `log`."""
-        script = self._script(code, folder)
-        return subprocess.Popen(
-            self.command(image, [script]), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+        script = self._script(code, folder)  # kept: gst reads it while it runs; it sits beside the image
+        with open(log, "ab") as output:
+            return subprocess.Popen(
+                self.command(image, [script]), stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )

@@ -104,10 +104,6 @@ class McPackage:
     size: int = 0
     _extensions: Optional[dict] = field(default=None, repr=False)
 
-    @property
-    def defined_classes(self):
-        return self.snapshot.classes
-
     def extended_classes(self) -> Dict[str, int]:
         """Classes defined elsewhere that this package adds methods to, with method counts."""
         if self._extensions is None:

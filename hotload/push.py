@@ -56,13 +56,16 @@ def check_methods(plan: LoadPlan):
 
 
 def manifest_entries(plan: LoadPlan) -> List[ManifestEntry]:
-    """One entry per package in load order, with size and checksum measured now."""
-    entries = []
+    """One entry per package in load order, with size and checksum measured now; checks the methods first."""
+    check_methods(plan)
+    entries, seen = [], {}
     for position, package_plan in enumerate(plan.order, start=1):
-        package = package_plan.package
-        name = protocol.check_package_file_name(package.path.name)
+        path = package_plan.package.path
+        if path.name in seen:
+            raise PackageError(path, f"has the same file name as {seen[path.name]}; the staging directory holds one file per name")
+        seen[path.name] = path
         entries.append(
-            ManifestEntry(position, name, package.path.stat().st_size, sha256_of(package.path), package.version.name)
+            ManifestEntry(position, path.name, path.stat().st_size, sha256_of(path), package_plan.package.version.name)
         )
     return entries
 
@@ -92,9 +95,10 @@ class Pusher:
         self.on_progress = on_progress or (lambda name, sent: None)
         self.on_step = on_step or (lambda step: None)
 
-    def push(self, plan: LoadPlan, batch: Optional[str] = None) -> PushResult:
+    def push(self, plan: LoadPlan, batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None) -> PushResult:
+        """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets."""
         with self._interrupts_at_safe_points():
-            return self._push(plan, batch)
+            return self._push(plan, batch, entries or manifest_entries(plan))
 
     @contextlib.contextmanager
     def _interrupts_at_safe_points(self):
@@ -122,13 +126,11 @@ class Pusher:
         if self._interrupted:
             raise KeyboardInterrupt
 
-    def _push(self, plan: LoadPlan, batch: Optional[str]) -> PushResult:
+    def _push(self, plan: LoadPlan, batch: Optional[str], entries: List[ManifestEntry]) -> PushResult:
         started = time.monotonic()
-        check_methods(plan)
-        entries = manifest_entries(plan)
         manifest = Manifest.new(entries, batch)
         manifest_text = manifest.render()
-        paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}
+        paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}  # unique
         created = self.transport.ensure_directory()
         self._lock(manifest.batch)
         sent = 0
@@ -144,7 +146,7 @@ class Pusher:
             self.on_step("manifest")
             self._put_atomically(manifest.batch, protocol.MANIFEST, manifest_text.encode())
             self.on_step("trigger")
-            self._put_atomically(manifest.batch, protocol.TRIGGER, f"{manifest.batch}\n".encode())
+            self._put_trigger(manifest.batch)
         except BaseException:
             self._remove_temporaries(manifest.batch)
             raise
@@ -166,6 +168,24 @@ class Pusher:
         self.transport.write(temporary, data)
         self.transport.rename_replacing(temporary, name)
 
+    def _put_trigger(self, batch: str):
+        """Create `load` last; never over a trigger the loader has not consumed (e.g. a save-only one)."""
+        temporary = protocol.temp_name(batch, protocol.TRIGGER)
+        self._checkpoint()
+        self.transport.write(temporary, f"{batch}\n".encode())
+        self._wait_while(lambda: not self.transport.rename_exclusive(temporary, protocol.TRIGGER), "its trigger")
+
+    def _wait_while(self, condition, what: str):
+        deadline = time.monotonic() + self.pending_wait
+        while condition():
+            if time.monotonic() >= deadline:
+                raise PendingBatch(
+                    f"{what} is still waiting for the loader at {self.transport.description} after "
+                    f"{self.pending_wait:.0f} s; check the loader with `hotload status` before pushing again"
+                )
+            time.sleep(0.25)
+            self._checkpoint()
+
     def _lock(self, batch: str):
         self.on_step("lock")
         record = LockRecord.new(batch).render().encode()
@@ -177,8 +197,9 @@ class Pusher:
                 self.transport.write(temporary, record)
                 if self.transport.rename_exclusive(temporary, protocol.LOCK):
                     return
+                server_now = self.transport.mtime(temporary)  # just written: the server's clock
                 self.transport.remove(temporary)
-                holder = self._describe_lock()
+                holder = self._describe_lock(server_now)
                 if holder is None:
                     continue  # released between our rename and our read: try again at once
                 age, description = holder
@@ -202,12 +223,12 @@ class Pusher:
             self.transport.remove(temporary)
             raise
 
-    def _describe_lock(self):
+    def _describe_lock(self, server_now: Optional[float]):
         data = self.transport.read(protocol.LOCK)
         changed = self.transport.mtime(protocol.LOCK)
         if data is None or changed is None:
             return None
-        age = max(0.0, self.transport.now() - changed)
+        age = max(0.0, (server_now if server_now is not None else self.transport.now()) - changed)
         try:
             record = LockRecord.parse(data.decode("utf-8", "replace"))
             who = f"held by {record.holder} (pid {record.pid}, batch {record.batch})"
@@ -227,25 +248,13 @@ class Pusher:
             self.transport.remove(protocol.LOCK)
 
     def _clean_up(self) -> List[str]:
-        """Remove what interrupted pushes left; wait for a batch the loader has not taken yet."""
+        """Wait until the loader has consumed any trigger, then remove what interrupted pushes left."""
         self.on_step("clean up")
-        deadline = time.monotonic() + self.pending_wait
-        while True:
-            names = set(self.transport.list_names())
-            if not (protocol.MANIFEST in names and protocol.TRIGGER in names):
-                break
-            if time.monotonic() >= deadline:
-                raise PendingBatch(
-                    f"a batch is still waiting for the loader at {self.transport.description} "
-                    f"(manifest and trigger present for {self.pending_wait:.0f} s); check the loader with "
-                    "`hotload status` before pushing again"
-                )
-            time.sleep(0.25)
-            self._checkpoint()
-        removed = [name for name in names if name.startswith(protocol.TEMP_PREFIX)]
+        self._wait_while(lambda: protocol.TRIGGER in self.transport.list_names(), "a trigger (a batch or a save)")
+        names = self.transport.list_names()
+        removed = {name for name in names if name.startswith(protocol.TEMP_PREFIX) or name.endswith(".mcz")}
         if protocol.MANIFEST in names:
-            removed.append(protocol.MANIFEST)
-        removed += [name for name in names if name.endswith(".mcz")]
+            removed.add(protocol.MANIFEST)  # no trigger: an interrupted push left it
         for name in removed:
             self.transport.remove(name)
         return sorted(removed)

@@ -51,7 +51,7 @@ class StagingState:
         return self.heartbeat is not None and self.loader_age is not None and self.loader_age <= self.heartbeat.max_age()
 
 
-def read_heartbeat(transport: Transport):
+def read_heartbeat(transport: Transport, server_now: Optional[Callable[[], float]] = None):
     """(Heartbeat, age in seconds on the server's clock), or (None, None) when there is none."""
     data = transport.read(protocol.HEARTBEAT)
     if data is None:
@@ -60,11 +60,11 @@ def read_heartbeat(transport: Transport):
         heartbeat = Heartbeat.parse(data.decode("utf-8", "replace"))
     except ProtocolError:
         return None, None
-    return heartbeat, max(0.0, transport.now() - heartbeat.time)
+    return heartbeat, max(0.0, (server_now or transport.now)() - heartbeat.time)
 
 
-def require_loader(transport: Transport) -> Heartbeat:
-    heartbeat, age = read_heartbeat(transport)
+def require_loader(transport: Transport, server_now: Optional[Callable[[], float]] = None) -> Heartbeat:
+    heartbeat, age = read_heartbeat(transport, server_now)
     if heartbeat is None:
         raise NoLoaderRunning(
             f"no loader is running at {transport.description} (no heartbeat); "
@@ -88,7 +88,12 @@ class BatchWaiter:
 
     def wait(self, batch: str, timeout: float) -> Status:
         started = time.monotonic()
-        last_heartbeat_check = 0.0
+        offset = self.transport.now() - time.time()  # the server's clock, read once
+
+        def server_now():
+            return time.time() + offset
+
+        next_heartbeat_check = started
         while True:
             elapsed = time.monotonic() - started
             data = self.transport.read(protocol.STATUS)
@@ -99,9 +104,9 @@ class BatchWaiter:
                     status = None  # being replaced right now; read again
                 if status is not None and status.batch == batch:
                     return status
-            if elapsed - last_heartbeat_check >= 2.0 or last_heartbeat_check == 0.0:
-                require_loader(self.transport)
-                last_heartbeat_check = max(elapsed, 1e-9)
+            if time.monotonic() >= next_heartbeat_check:
+                require_loader(self.transport, server_now)
+                next_heartbeat_check = time.monotonic() + 2.0
             if elapsed >= timeout:
                 raise HotloadError(
                     f"batch {batch} was not finished by the loader at {self.transport.description} "

@@ -465,3 +465,35 @@ def test_proxy_command_from_ssh_config(ssh_home, tmp_path, packages):
     finally:
         config.write_text(original)
     assert_complete_batch(staging, packages, json.loads(result.stdout)["batch"])
+
+
+def test_an_unconsumed_trigger_is_never_replaced(tmp_path, packages):
+    from hotload.push import PendingBatch
+
+    staging = tmp_path / "cron"
+    staging.mkdir(mode=0o700)
+    (staging / protocol.TRIGGER).write_text("")  # the 2 am save-only trigger, not consumed yet
+    with LocalTransport(staging) as transport:
+        with pytest.raises(PendingBatch, match="still waiting for the loader"):
+            Pusher(transport, pending_wait=0.5).push(plan_of(packages))
+    assert sorted(os.listdir(staging)) == [protocol.TRIGGER]
+    assert (staging / protocol.TRIGGER).read_text() == ""
+    loader = FakeLoader(staging).start()  # consumes the save-only trigger; the push then goes through
+    try:
+        with LocalTransport(staging) as transport:
+            result = Pusher(transport, pending_wait=10).push(plan_of(packages))
+        deadline = time.time() + 10
+        while not loader.batches and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        loader.stop()
+    assert loader.batches[0].batch == result.batch
+
+
+def test_two_packages_with_one_file_name_are_refused(tmp_path):
+    one = make_package(tmp_path / "a", "Same-Name", class_def("SameA", category="Same-Name"))
+    other = make_package(tmp_path / "b", "Other-Pkg", class_def("SameB", category="Other-Pkg"))
+    renamed = other.with_name(one.name)
+    other.rename(renamed)
+    result = run_hotload("push", one, renamed, "--to", tmp_path / "stage")
+    assert result.returncode == 2 and "same file name" in result.stderr

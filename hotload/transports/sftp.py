@@ -139,10 +139,15 @@ class SftpTransport(Transport):
         except (paramiko.SSHException, OSError, EOFError) as error:
             client.close()
             raise TargetError(f"cannot connect to {where}: {error}; check the host, port and that sshd runs") from None
-        sftp = client.open_sftp()
-        root = target.path
-        if not root.startswith("/"):
-            root = posixpath.join(sftp.normalize("."), root)
+        try:
+            sftp = client.open_sftp()
+            root = target.path if target.path.startswith("/") else posixpath.join(sftp.normalize("."), target.path)
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            client.close()
+            raise TargetError(
+                f"logged in to {where} but cannot start SFTP: {error}; enable it in sshd_config "
+                "(Subsystem sftp internal-sftp)"
+            ) from None
         user_part = f"{user}@" if user else ""
         return cls(client, sftp, root, f"sftp://{user_part}{hostname}:{port}{root}")
 
