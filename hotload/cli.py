@@ -186,6 +186,8 @@ def print_status(status):
         for line in status.stack[:8]:
             out.print(f"    {line}", soft_wrap=True)
         out.print("  the image was not saved: on disk it is still the last good one")
+        what = f"fix {status.failed_package}" if status.failed_package else "fix what the error names"
+        out.print(f"  {what} and push again; the rejected files are kept in failed/{status.batch}/ on the server")
     if status.timings_ms:
         out.print("  " + ", ".join(f"{k} {v} ms" for k, v in status.timings_ms.items()))
 
