@@ -11,8 +11,8 @@ from .errors import HotloadError
 
 DIALECTS = {
     "gst": ("Hotload-Core.st", "Hotload-GST.st"),
-    "pharo": ("Hotload-Core.st", "Hotload-Pharo.st"),
-    "squeak": ("Hotload-Core.st", "Hotload-Squeak.st"),
+    "pharo": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Pharo.st"),
+    "squeak": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Squeak.st"),
 }
 
 

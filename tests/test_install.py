@@ -67,11 +67,15 @@ def test_snippet_for_pharo_and_squeak(tmp_path, dialect, file_in):
     staging = tmp_path / "stage"
     result = run_hotload("install-loader", "--to", staging, "--dialect", dialect, check=True)
     source = "Hotload-Pharo.st" if dialect == "pharo" else "Hotload-Squeak.st"
-    assert f"{file_in} '{staging}/loader/{source}'." in result.stdout
+    file_ins = [f"{file_in} '{staging}/loader/{name}'." for name in ("Hotload-Core.st", "Hotload-Monticello.st", source)]
+    positions = [result.stdout.find(line) for line in file_ins]
+    assert -1 not in positions and positions == sorted(positions), result.stdout
     assert f"HLLoader startOn: '{staging}' interval: 2000 priority: nil." in result.stdout
     assert "Smalltalk snapshot: true andQuit: false." in result.stdout
-    assert (staging / "loader" / source).read_bytes() == loader_files(dialect)[1].read_bytes()
+    assert loader_files(dialect)[-1].name == source
+    assert (staging / "loader" / source).read_bytes() == loader_files(dialect)[-1].read_bytes()
     assert (staging / "loader" / "Hotload-Core.st").is_file()
+    assert (staging / "loader" / "Hotload-Monticello.st").is_file()
     assert (staging.stat().st_mode & 0o777) == 0o700
 
 
