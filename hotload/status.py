@@ -40,7 +40,11 @@ class StagingState:
             heartbeat=heartbeat,
             loader_age=age,
             status=Status.parse(status_text.decode("utf-8", "replace")) if status_text else None,
-            pending=[n for n in names if n in (protocol.MANIFEST, protocol.TRIGGER) or n.endswith(".mcz")],
+            pending=[
+                n for n in names
+                if n in (protocol.MANIFEST, protocol.TRIGGER)
+                or (n.endswith(".mcz") and not n.startswith(protocol.TEMP_PREFIX))
+            ],
             lock=LockRecord.parse(lock_text.decode("utf-8", "replace")) if lock_text else None,
             history=history.decode("utf-8", "replace").splitlines()[-history_lines:],
             failed=failed_names,
