@@ -12,6 +12,7 @@ EXIT_CODES = (
     (4, "busy: another push holds the staging lock"),
     (5, "target or network error: cannot connect, permission, disk full, connection lost"),
     (6, "timed out waiting for the loader"),
+    (70, "internal error: a bug in hotload; please report it with the command you ran"),
     (130, "interrupted (Ctrl-C)"),
 )
 

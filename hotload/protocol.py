@@ -1,4 +1,4 @@
-"""The staging-directory protocol, version 1 (docs/protocol.md), client side.
+"""The staging-directory protocol, version 2 (docs/protocol.md), client side.
 
     >>> manifest = Manifest.new([ManifestEntry(1, "A-jd.1.mcz", 10, "ab" * 32, "A-jd.1")])
     >>> Manifest.parse(manifest.render()).entries[0].file
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from . import __version__
-from .errors import ProtocolError
+from .errors import InputError, ProtocolError
 
-VERSION = 1
+VERSION = 2
 
 MANIFEST = "manifest"
 TRIGGER = "load"
@@ -29,13 +29,31 @@ HEARTBEAT = "heartbeat"
 STATUS = "status"
 HISTORY = "history.log"
 FAILED = "failed"
+CONFLICT = "conflict"
+JOURNAL = "journal"
 TEMP_PREFIX = ".hotload-tmp-"
 
 STALE_LOCK_SECONDS = 600
+#: a standing-by loader rewrites `conflict` every poll; an older one is from a loader since stopped
+CONFLICT_FRESH_SECONDS = 30
 MAX_NAME_BYTES = 200
 
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PACKAGE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.mcz$")
 _BATCH_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+
+
+class VersionMismatch(ProtocolError):
+    """A record of another protocol version; `found` is its version text."""
+
+    def __init__(self, kind: str, found: str):
+        self.kind = kind
+        self.found = found
+        super().__init__(
+            f"the {kind} file is protocol version {found}, this client speaks version {VERSION}; "
+            "update hotload on one side so both speak the same version"
+        )
 
 
 def check_package_file_name(name: str) -> str:
@@ -52,12 +70,16 @@ def check_package_file_name(name: str) -> str:
     elif not _PACKAGE_FILE.match(name):
         problem = "must be letters, digits, '.', '_', '+' or '-', start with a letter or digit and end in .mcz"
     if problem:
-        raise ProtocolError(f"package file name {name!r} {problem}; rename the file")
+        raise InputError(f"package file name {name!r} {problem}; rename the file")
     return name
 
 
+def is_batch_id(name: str) -> bool:
+    return bool(_BATCH_ID.match(name))
+
+
 def check_batch_id(batch: str) -> str:
-    if not _BATCH_ID.match(batch):
+    if not is_batch_id(batch):
         raise ProtocolError(f"batch id {batch!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxx")
     return batch
 
@@ -83,6 +105,11 @@ def temp_name(batch: str, name: str) -> str:
     return f"{TEMP_PREFIX}{batch}-{name}"
 
 
+def temp_folder(batch: str) -> str:
+    """Where a batch is uploaded before it is published as `<batch>/`."""
+    return f"{TEMP_PREFIX}{batch}"
+
+
 def _clean(value: str) -> str:
     return re.sub(r"[\t\r\n]", " ", str(value))
 
@@ -101,10 +128,7 @@ def parse_record(text: str, kind: str) -> List[List[str]]:
     if len(header) != 2 or header[0] != f"hotload-{kind}":
         raise ProtocolError(f"the {kind} file does not start with 'hotload-{kind}<TAB>version'")
     if header[1] != str(VERSION):
-        raise ProtocolError(
-            f"the {kind} file is protocol version {header[1]}, this client speaks version {VERSION}; "
-            "update hotload on one side so both speak the same version"
-        )
+        raise VersionMismatch(kind, header[1])
     if lines[-1] != "end":
         raise ProtocolError(f"the {kind} file is truncated (no 'end' line)")
     return [line.split("\t") for line in lines[1:-1]]
@@ -157,15 +181,25 @@ class Manifest:
         entries = []
         for row in parse_record(text, "manifest"):
             if row[0] == "package":
-                if len(row) != 6 or not row[1].isdigit() or not row[3].isdigit():
+                if len(row) != 6 or not _DIGITS.match(row[1]) or not _DIGITS.match(row[3]) or not _SHA256.match(row[4]):
                     raise ProtocolError(f"bad package line in manifest: {' '.join(row)!r}")
-                entries.append(ManifestEntry(int(row[1]), check_package_file_name(row[2]), int(row[3]), row[4], row[5]))
+                try:
+                    name = check_package_file_name(row[2])
+                except InputError as error:
+                    raise ProtocolError(str(error)) from None
+                entries.append(ManifestEntry(int(row[1]), name, int(row[3]), row[4], row[5]))
             else:
                 fields[row[0]] = row[1:]
+        if not entries:
+            raise ProtocolError("the manifest names no package")
+        entries.sort(key=lambda entry: entry.position)
         if [e.position for e in entries] != list(range(1, len(entries) + 1)):
             raise ProtocolError("manifest positions must run 1, 2, 3, ... with no gap")
+        if len({e.file for e in entries}) != len(entries):
+            raise ProtocolError("the manifest names a file twice")
         batch = check_batch_id((fields.get("batch") or [""])[0])
-        created = float((fields.get("created") or ["0"])[0])
+        created_text = (fields.get("created") or ["0"])[0]
+        created = float(created_text) if _DIGITS.match(created_text) else 0.0
         client = fields.get("client") or ["", ""]
         return cls(batch, created, client[1] if len(client) > 1 else "", entries, client[0])
 
@@ -201,10 +235,49 @@ class LockRecord:
         pid_text = holder[1].split()[-1] if len(holder) > 1 else "0"
         return cls(
             holder[0],
-            int(pid_text) if pid_text.isdigit() else 0,
+            int(pid_text) if _DIGITS.match(pid_text) else 0,
             (fields.get("batch") or ["?"])[0],
-            float((fields.get("created") or ["0"])[0]),
+            _number((fields.get("created") or ["0"])[0]),
         )
+
+    @property
+    def host(self) -> str:
+        return self.holder.rpartition("@")[2]
+
+    def holder_is_dead(self) -> bool:
+        """True only when the holder ran on this host and its process is gone."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, owned by someone else
+            return False
+        return False
+
+
+# -- the trigger ------------------------------------------------------------------------------
+
+
+def render_trigger(batch: str) -> str:
+    return render_record("trigger", [("batch", check_batch_id(batch))])
+
+
+def parse_trigger(text: str) -> Optional[str]:
+    """The batch a trigger names, or None for a save-only (empty) trigger."""
+    if not text.strip():
+        return None
+    fields = {row[0]: row[1:] for row in parse_record(text, "trigger")}
+    return check_batch_id((fields.get("batch") or [""])[0])
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if value == value and abs(value) < 1e12 else 0.0  # no NaN, no infinities
 
 
 # -- what the loader writes -------------------------------------------------------------
@@ -217,14 +290,16 @@ class Heartbeat:
     priority: str = ""
     interval_ms: int = 2000
     image: str = ""
+    id: str = ""
+    problems: List[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> "Heartbeat":
-        fields = {row[0]: row[1:] for row in parse_record(text, "heartbeat")}
-        try:
-            beat = float(fields["time"][0])
-        except (KeyError, IndexError, ValueError):
-            raise ProtocolError("the heartbeat has no time line") from None
+        rows = parse_record(text, "heartbeat")
+        fields = {row[0]: row[1:] for row in rows}
+        beat = _number((fields.get("time") or [""])[0])
+        if not beat:
+            raise ProtocolError("the heartbeat has no time line")
         loader = fields.get("loader") or []
         values = {part.split(" ", 1)[0]: part.split(" ", 1)[-1] for part in loader[1:]}
         interval = values.get("interval", "2000")
@@ -232,12 +307,39 @@ class Heartbeat:
             beat,
             loader[0] if loader else "",
             values.get("priority", ""),
-            int(interval) if interval.isdigit() else 2000,
+            int(interval) if _DIGITS.match(interval) else 2000,
             values.get("image", ""),
+            (fields.get("id") or [""])[0],
+            [row[1] for row in rows if row[0] == "problem" and len(row) > 1],
         )
 
     def max_age(self) -> float:
         return max(3 * self.interval_ms / 1000.0, 10.0)
+
+
+@dataclass
+class Conflict:
+    """Written by a loader that stands by because another live loader polls the same directory."""
+
+    time: float
+    loader_id: str
+    image: str
+    active_id: str
+    active_image: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Conflict":
+        fields = {row[0]: row[1:] for row in parse_record(text, "conflict")}
+        loader = (fields.get("loader") or []) + ["", ""]
+        active = (fields.get("active") or []) + ["", ""]
+        return cls(_number((fields.get("time") or [""])[0]), loader[0], loader[1], active[0], active[1])
+
+    def describe(self) -> str:
+        return (
+            f"two images poll this staging directory: {self.active_image or '?'} (loader {self.active_id}, acting) "
+            f"and {self.image or '?'} (loader {self.loader_id}, standing by); stop one of them or give each "
+            "its own staging directory"
+        )
 
 
 @dataclass
@@ -251,9 +353,11 @@ class Status:
     timings_ms: Dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
+    notes: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
 
     _TEXT_FIELDS = {"batch": "batch", "result": "result", "failed-package": "failed_package", "error": "error"}
-    _LIST_FIELDS = {"loaded": "loaded", "stack": "stack"}
+    _LIST_FIELDS = {"loaded": "loaded", "stack": "stack", "note": "notes", "problem": "problems"}
 
     @classmethod
     def parse(cls, text: str) -> "Status":
@@ -265,10 +369,10 @@ class Status:
                 setattr(status, cls._TEXT_FIELDS[key], value)
             elif key in cls._LIST_FIELDS:
                 getattr(status, cls._LIST_FIELDS[key]).append(value)
-            elif key == "timing" and len(values) == 2 and values[1].isdigit():
+            elif key == "timing" and len(values) == 2 and _DIGITS.match(values[1]):
                 status.timings_ms[values[0]] = int(values[1])
-            elif key in ("started", "finished") and value.replace(".", "", 1).isdigit():
-                setattr(status, key, float(value))
+            elif key in ("started", "finished"):
+                setattr(status, key, _number(value))
         if status.result not in ("ok", "failed"):
             raise ProtocolError(f"the status has an unknown result {status.result!r}")
         return status

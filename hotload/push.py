@@ -6,7 +6,9 @@
     ('20261122T203700Z-3fa9c1', 48213)
 
 The lock is taken before anything is written and released after the trigger
-(or on any error, Ctrl-C included, after this push's temporary files are gone).
+(or on any error, Ctrl-C included, after this push's temporary entries are gone).
+The batch is uploaded into `.hotload-tmp-<batch>/` and published by renaming that
+folder to `<batch>/`; only the trigger, written last, makes the loader act on it.
 """
 
 import contextlib
@@ -19,10 +21,10 @@ from typing import Callable, List, Optional
 
 from . import protocol
 from .chunks import ChunkError
-from .errors import HotloadError, LockBusy, PackageError
+from .errors import HotloadError, LockBusy, PackageError, TargetError, WaitTimeout
 from .plan import LoadPlan
 from .protocol import LockRecord, Manifest, ManifestEntry
-from .transports.base import Transport
+from .transports.base import FILE, FOLDER, Transport
 
 
 @dataclass
@@ -70,12 +72,8 @@ def manifest_entries(plan: LoadPlan) -> List[ManifestEntry]:
     return entries
 
 
-class PendingBatch(HotloadError):
-    exit_code = 4
-
-
 class Pusher:
-    """Takes the lock, cleans up, uploads, writes the manifest, creates the trigger, unlocks."""
+    """Takes the lock, cleans up, uploads the batch folder, publishes it, triggers it, unlocks."""
 
     def __init__(
         self,
@@ -135,20 +133,27 @@ class Pusher:
         self._lock(manifest.batch)
         sent = 0
         cleaned: List[str] = []
+        folder = protocol.temp_folder(manifest.batch)
         try:
             cleaned = self._clean_up()
+            self.transport.make_folder(folder)
             for entry in entries:
                 self.on_step(f"upload {entry.file}")
-                temporary = protocol.temp_name(manifest.batch, entry.file)
-                self.transport.upload(str(paths[entry.file]), temporary, lambda n, f=entry.file: self._progress(f, n))
-                self.transport.rename_replacing(temporary, entry.file)
+                self.transport.upload(
+                    str(paths[entry.file]), f"{folder}/{entry.file}", lambda n, f=entry.file: self._progress(f, n)
+                )
                 sent += entry.size
             self.on_step("manifest")
-            self._put_atomically(manifest.batch, protocol.MANIFEST, manifest_text.encode())
+            self._checkpoint()
+            self.transport.write(f"{folder}/{protocol.MANIFEST}", manifest_text.encode())
+            self.on_step("publish")
+            self._checkpoint()
+            if not self.transport.rename_exclusive(folder, manifest.batch):
+                raise TargetError(f"{manifest.batch} already exists in {self.transport.description}; push again")
             self.on_step("trigger")
             self._put_trigger(manifest.batch)
         except BaseException:
-            self._remove_temporaries(manifest.batch)
+            self._remove_unfinished(manifest.batch)
             raise
         finally:
             self._unlock(manifest.batch)
@@ -162,26 +167,23 @@ class Pusher:
         self.on_progress(name, sent)
         self._checkpoint()
 
-    def _put_atomically(self, batch: str, name: str, data: bytes):
-        self._checkpoint()
-        temporary = protocol.temp_name(batch, name)
-        self.transport.write(temporary, data)
-        self.transport.rename_replacing(temporary, name)
-
     def _put_trigger(self, batch: str):
         """Create `load` last; never over a trigger the loader has not consumed (e.g. a save-only one)."""
         temporary = protocol.temp_name(batch, protocol.TRIGGER)
         self._checkpoint()
-        self.transport.write(temporary, f"{batch}\n".encode())
-        self._wait_while(lambda: not self.transport.rename_exclusive(temporary, protocol.TRIGGER), "its trigger")
+        self.transport.write(temporary, protocol.render_trigger(batch).encode())
+        self._wait_while(lambda: not self.transport.rename_exclusive(temporary, protocol.TRIGGER), "another trigger")
 
     def _wait_while(self, condition, what: str):
         deadline = time.monotonic() + self.pending_wait
         while condition():
             if time.monotonic() >= deadline:
-                raise PendingBatch(
-                    f"{what} is still waiting for the loader at {self.transport.description} after "
-                    f"{self.pending_wait:.0f} s; check the loader with `hotload status` before pushing again"
+                from .status import require_loader
+
+                require_loader(self.transport)  # NoLoaderRunning (exit 3) says more than a timeout
+                raise WaitTimeout(
+                    f"{what} in {self.transport.description} was not taken by the loader within "
+                    f"{self.pending_wait:.0f} s, although it is running; check it with `hotload status` and push again"
                 )
             time.sleep(0.25)
             self._checkpoint()
@@ -202,15 +204,16 @@ class Pusher:
                 holder = self._describe_lock(server_now)
                 if holder is None:
                     continue  # released between our rename and our read: try again at once
-                age, description = holder
-                if age >= self.stale_after:
+                age, dead, description = holder
+                if dead or age >= self.stale_after:
+                    why = "its holder is no longer running on this host" if dead else f"it is older than {self.stale_after:.0f} s"
                     if self.break_lock:
-                        self.on_step(f"break stale lock ({description})")
+                        self.on_step(f"break lock ({description})")
                         self.transport.remove(protocol.LOCK)
                         continue
                     raise LockBusy(
-                        f"the staging directory {self.transport.description} has a stale lock: {description}. "
-                        "If that push is dead, run the push again with --break-lock"
+                        f"the staging directory {self.transport.description} has a lock that looks abandoned "
+                        f"({why}): {description}. If that push is dead, run the push again with --break-lock"
                     )
                 if time.monotonic() >= deadline:
                     raise LockBusy(
@@ -220,50 +223,99 @@ class Pusher:
                 time.sleep(0.2)
                 self._checkpoint()
         except BaseException:
-            self.transport.remove(temporary)
+            try:
+                self.transport.remove(temporary)
+            except HotloadError:
+                pass  # the connection is gone; the next push cleans up
             raise
 
     def _describe_lock(self, server_now: Optional[float]):
+        """(age, holder is dead, description), or None when the lock is gone."""
+        kind = self.transport.kind(protocol.LOCK)
+        if kind is None:
+            return None
+        if kind != FILE:
+            raise LockBusy(
+                f"lock in {self.transport.description} is a {kind}, not a lock file: hotload did not make it "
+                "and will not remove it; remove it by hand"
+            )
         data = self.transport.read(protocol.LOCK)
         changed = self.transport.mtime(protocol.LOCK)
         if data is None or changed is None:
             return None
         age = max(0.0, (server_now if server_now is not None else self.transport.now()) - changed)
+        dead = False
         try:
             record = LockRecord.parse(data.decode("utf-8", "replace"))
-            who = f"held by {record.holder} (pid {record.pid}, batch {record.batch})"
+            dead = record.holder_is_dead()
+            state = ", no longer running" if dead else ""
+            who = f"held by {record.holder} (pid {record.pid}{state}, batch {record.batch})"
         except HotloadError as error:
             who = f"unreadable lock file ({error})"
-        return age, f"{who}, {age:.0f} s old"
+        return age, dead, f"{who}, {age:.0f} s old"
 
     def _unlock(self, batch: str):
-        data = self.transport.read(protocol.LOCK)
-        if data is None:
-            return
         try:
+            data = self.transport.read(protocol.LOCK)
+            if data is None:
+                return
             owner = LockRecord.parse(data.decode("utf-8", "replace")).batch
+            if owner == batch:
+                self.transport.remove(protocol.LOCK)
         except HotloadError:
-            return
-        if owner == batch:
-            self.transport.remove(protocol.LOCK)
+            pass  # not ours, unreadable, or the connection is gone (the lock then goes stale)
+
+    # -- clean-up: only what hotload wrote ----------------------------------------------
 
     def _clean_up(self) -> List[str]:
-        """Wait until the loader has consumed any trigger, then remove what interrupted pushes left."""
+        """Remove what interrupted pushes left: temporary entries and batch folders no trigger names."""
         self.on_step("clean up")
-        self._wait_while(lambda: protocol.TRIGGER in self.transport.list_names(), "a trigger (a batch or a save)")
-        names = self.transport.list_names()
-        removed = {name for name in names if name.startswith(protocol.TEMP_PREFIX) or name.endswith(".mcz")}
-        if protocol.MANIFEST in names:
-            removed.add(protocol.MANIFEST)  # no trigger: an interrupted push left it
-        for name in removed:
-            self.transport.remove(name)
-        return sorted(removed)
+        names = self.transport.list_names()  # before reading the trigger (docs/protocol.md, Pushing, 2)
+        triggered = self._triggered_batch()
+        removed = []
+        for name in names:
+            if name.startswith(protocol.TEMP_PREFIX) or (protocol.is_batch_id(name) and name != triggered):
+                if self._remove_hotload_entry(name):
+                    removed.append(name)
+        return removed
 
-    def _remove_temporaries(self, batch: str):
-        prefix = protocol.temp_name(batch, "")
+    def _triggered_batch(self) -> Optional[str]:
+        try:
+            data = self.transport.read(protocol.TRIGGER, limit=4096)
+            return protocol.parse_trigger(data.decode("utf-8", "replace")) if data else None
+        except HotloadError:
+            return None  # unreadable or of another version: it names none of our folders
+
+    def _remove_hotload_entry(self, name: str) -> bool:
+        """Remove a file, or a folder holding only names hotload writes; anything else is left."""
+        kind = self.transport.kind(name)
+        if kind == FILE:
+            return self.transport.remove(name)
+        if kind != FOLDER:
+            return False
+        for inner in self.transport.list_names(name):
+            if inner == protocol.MANIFEST or _is_package_name(inner):
+                self.transport.remove(f"{name}/{inner}")
+        if not self.transport.remove_folder(name):
+            self.on_step(f"left {name}: it holds files hotload did not write")
+            return False
+        return True
+
+    def _remove_unfinished(self, batch: str):
+        """After an error or Ctrl-C: this push's temporary entries (never a published, triggered batch)."""
         try:
             for name in self.transport.list_names():
-                if name.startswith(prefix):
-                    self.transport.remove(name)
-        except Exception:  # the connection may be gone; the next push cleans up
-            pass
+                if name.startswith(protocol.temp_name(batch, "")) or name == protocol.temp_folder(batch):
+                    self._remove_hotload_entry(name)
+            if self._triggered_batch() != batch and self.transport.kind(batch) == FOLDER:
+                self._remove_hotload_entry(batch)
+        except HotloadError:
+            pass  # the connection may be gone; the next push cleans up
+
+
+def _is_package_name(name: str) -> bool:
+    try:
+        protocol.check_package_file_name(name)
+        return True
+    except HotloadError:
+        return False

@@ -1,9 +1,12 @@
-"""Reading what the loader wrote back: heartbeat, status, history, failed batches.
+"""Reading what the loader wrote back: heartbeat, conflict, status, history, failed batches.
 
     >>> state = StagingState.read(staging)
     >>> state.loader_age, state.status.result
     (1.2, 'ok')
     >>> status = BatchWaiter(staging).wait("20261122T203700Z-3fa9c1", timeout=60)
+
+A file the loader writes that cannot be read (wrong kind, another version, truncated)
+is reported in `StagingState.problems`, never as a crash.
 """
 
 import time
@@ -11,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from . import protocol
-from .errors import HotloadError, NoLoaderRunning, ProtocolError
-from .protocol import Heartbeat, LockRecord, Status
-from .transports.base import Transport
+from .errors import HotloadError, NoLoaderRunning, ProtocolError, WaitTimeout
+from .protocol import Conflict, Heartbeat, LockRecord, Status, VersionMismatch
+from .transports.base import FOLDER, Transport
 
 
 @dataclass
@@ -26,49 +29,108 @@ class StagingState:
     lock: Optional[LockRecord] = None
     history: List[str] = field(default_factory=list)
     failed: List[str] = field(default_factory=list)
+    conflict: Optional[Conflict] = None
+    problems: List[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, transport: Transport, history_lines: int = 10) -> "StagingState":
-        heartbeat, age = read_heartbeat(transport)
+        problems: List[str] = []
+
+        def record(name, parse, limit=1 << 20):
+            try:
+                data = transport.read(name, limit)
+                return parse(data.decode("utf-8", "replace")) if data else None
+            except HotloadError as error:
+                problems.append(f"{name}: {error}")
+                return None
+
+        heartbeat, age = read_heartbeat(transport, problems=problems)
         names = transport.list_names()
-        status_text = transport.read(protocol.STATUS)
-        lock_text = transport.read(protocol.LOCK)
-        history = transport.read(protocol.HISTORY) or b""
-        failed_names = transport.list_names(protocol.FAILED) if protocol.FAILED in names else []
-        return cls(
+        history = record(protocol.HISTORY, lambda text: text.splitlines()[-history_lines:], limit=64 << 20) or []
+        failed: List[str] = []
+        if protocol.FAILED in names:
+            if transport.kind(protocol.FAILED) == FOLDER:
+                failed = transport.list_names(protocol.FAILED)
+            else:
+                problems.append(f"{protocol.FAILED} is a {transport.kind(protocol.FAILED)}, not a folder")
+        conflict = fresh_conflict(transport, problems)
+        state = cls(
             target=transport.description,
             heartbeat=heartbeat,
             loader_age=age,
-            status=Status.parse(status_text.decode("utf-8", "replace")) if status_text else None,
-            pending=[
-                n for n in names
-                if n in (protocol.MANIFEST, protocol.TRIGGER)
-                or (n.endswith(".mcz") and not n.startswith(protocol.TEMP_PREFIX))
-            ],
-            lock=LockRecord.parse(lock_text.decode("utf-8", "replace")) if lock_text else None,
-            history=history.decode("utf-8", "replace").splitlines()[-history_lines:],
-            failed=failed_names,
+            status=record(protocol.STATUS, Status.parse),
+            pending=[n for n in names if n == protocol.TRIGGER or protocol.is_batch_id(n)],
+            lock=record(protocol.LOCK, LockRecord.parse),
+            history=history,
+            failed=failed,
+            conflict=conflict,
         )
+        state.problems = problems + (heartbeat.problems if heartbeat else [])
+        return state
 
     @property
     def loader_running(self) -> bool:
         return self.heartbeat is not None and self.loader_age is not None and self.loader_age <= self.heartbeat.max_age()
 
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "loader_running": self.loader_running,
+            "heartbeat_age": self.loader_age,
+            "dialect": self.heartbeat.dialect if self.heartbeat else None,
+            "loader_id": self.heartbeat.id if self.heartbeat else None,
+            "image": self.heartbeat.image if self.heartbeat else None,
+            "last_batch": self.status.batch if self.status else None,
+            "last_result": self.status.result if self.status else None,
+            "pending": self.pending,
+            "lock": self.lock.holder if self.lock else None,
+            "failed": self.failed,
+            "conflict": self.conflict.describe() if self.conflict else None,
+            "problems": self.problems,
+            "history": self.history,
+        }
 
-def read_heartbeat(transport: Transport, server_now: Optional[Callable[[], float]] = None):
-    """(Heartbeat, age in seconds on the server's clock), or (None, None) when there is none."""
-    data = transport.read(protocol.HEARTBEAT)
-    if data is None:
-        return None, None
+
+def read_heartbeat(transport: Transport, server_now: Optional[Callable[[], float]] = None, problems=None):
+    """(Heartbeat, age in seconds on the server's clock), or (None, None) when there is none usable."""
     try:
-        heartbeat = Heartbeat.parse(data.decode("utf-8", "replace"))
-    except ProtocolError:
+        data = transport.read(protocol.HEARTBEAT)
+        heartbeat = Heartbeat.parse(data.decode("utf-8", "replace")) if data else None
+    except VersionMismatch:
+        raise
+    except HotloadError as error:
+        if problems is not None:
+            problems.append(f"{protocol.HEARTBEAT}: {error}")
+        return None, None
+    if heartbeat is None:
         return None, None
     return heartbeat, max(0.0, (server_now or transport.now)() - heartbeat.time)
 
 
+def fresh_conflict(transport: Transport, problems=None, server_now: Optional[Callable[[], float]] = None) -> Optional[Conflict]:
+    """The conflict record when a standing-by loader rewrote it recently."""
+    try:
+        data = transport.read(protocol.CONFLICT)
+        conflict = Conflict.parse(data.decode("utf-8", "replace")) if data else None
+    except HotloadError as error:
+        if problems is not None:
+            problems.append(f"{protocol.CONFLICT}: {error}")
+        return None
+    if conflict is None:
+        return None
+    age = (server_now or transport.now)() - conflict.time
+    return conflict if age <= protocol.CONFLICT_FRESH_SECONDS else None
+
+
 def require_loader(transport: Transport, server_now: Optional[Callable[[], float]] = None) -> Heartbeat:
-    heartbeat, age = read_heartbeat(transport, server_now)
+    """The heartbeat of the one live loader of protocol 2; NoLoaderRunning (exit 3) otherwise."""
+    try:
+        heartbeat, age = read_heartbeat(transport, server_now)
+    except VersionMismatch as error:
+        raise NoLoaderRunning(
+            f"the loader at {transport.description} speaks protocol {error.found}, this hotload speaks "
+            f"{protocol.VERSION}; update the loader with `hotload install-loader` (or use a matching hotload)"
+        ) from None
     if heartbeat is None:
         raise NoLoaderRunning(
             f"no loader is running at {transport.description} (no heartbeat); "
@@ -79,7 +141,21 @@ def require_loader(transport: Transport, server_now: Optional[Callable[[], float
             f"no loader is running at {transport.description} (heartbeat {age:.0f} s old); "
             "check that the image is up and its loader process is polling"
         )
+    conflict = fresh_conflict(transport, server_now=server_now)
+    if conflict is not None:
+        raise NoLoaderRunning(f"{transport.description}: {conflict.describe()}")
     return heartbeat
+
+
+def check_protocol(transport: Transport) -> None:
+    """Refuse to push to a loader that speaks another protocol version (when one has written a heartbeat)."""
+    try:
+        read_heartbeat(transport, server_now=lambda: 0.0)
+    except VersionMismatch as error:
+        raise NoLoaderRunning(
+            f"the loader at {transport.description} speaks protocol {error.found}, this hotload speaks "
+            f"{protocol.VERSION}; update the loader with `hotload install-loader` (or use a matching hotload)"
+        ) from None
 
 
 class BatchWaiter:
@@ -100,19 +176,20 @@ class BatchWaiter:
         next_heartbeat_check = started
         while True:
             elapsed = time.monotonic() - started
-            data = self.transport.read(protocol.STATUS)
-            if data:
-                try:
-                    status = Status.parse(data.decode("utf-8", "replace"))
-                except ProtocolError:
-                    status = None  # being replaced right now; read again
-                if status is not None and status.batch == batch:
-                    return status
+            try:
+                data = self.transport.read(protocol.STATUS)
+                status = Status.parse(data.decode("utf-8", "replace")) if data else None
+            except VersionMismatch:
+                raise
+            except ProtocolError:
+                status = None  # being replaced right now; read again
+            if status is not None and status.batch == batch:
+                return status
             if time.monotonic() >= next_heartbeat_check:
                 require_loader(self.transport, server_now)
                 next_heartbeat_check = time.monotonic() + 2.0
             if elapsed >= timeout:
-                raise HotloadError(
+                raise WaitTimeout(
                     f"batch {batch} was not finished by the loader at {self.transport.description} "
                     f"within {timeout:.0f} s; it may still be loading: check `hotload status`"
                 )

@@ -14,8 +14,9 @@ from hotload.protocol import Manifest, Status, render_record
 
 
 class FakeLoader:
-    def __init__(self, staging: Path, interval: float = 0.1, fail_package: str = ""):
+    def __init__(self, staging: Path, interval: float = 0.1, fail_package: str = "", loader_id: str = "fake0001"):
         self.staging = Path(staging)
+        self.loader_id = loader_id
         self.interval = interval
         self.fail_package = fail_package
         self.batches = []
@@ -41,32 +42,37 @@ class FakeLoader:
         now = time.time()
         self._write(
             protocol.HEARTBEAT,
-            render_record("heartbeat", [("time", int(now), protocol.iso(now)), ("loader", "fake", "priority 0", f"interval {int(self.interval * 1000)}")]),
+            render_record("heartbeat", [
+                ("time", int(now), protocol.iso(now)),
+                ("loader", "fake", "priority 0", f"interval {int(self.interval * 1000)}", "image fake.im"),
+                ("id", self.loader_id),
+            ]),
         )
 
     def _run(self):
         while not self._stop.is_set():
             self._beat()
             trigger = self.staging / protocol.TRIGGER
-            manifest_path = self.staging / protocol.MANIFEST
-            if trigger.exists() and manifest_path.exists():
-                self._take(Manifest.parse(manifest_path.read_text()))
-                trigger.unlink()
-            elif trigger.exists():
+            if trigger.exists():
+                batch = protocol.parse_trigger(trigger.read_text())
+                if batch is not None:
+                    folder = self.staging / batch
+                    self._take(folder, Manifest.parse((folder / protocol.MANIFEST).read_text()))
                 trigger.unlink()
             time.sleep(self.interval)
 
-    def _take(self, manifest: Manifest):
+    def _take(self, folder: Path, manifest: Manifest):
         status = Status(batch=manifest.batch, result="ok")
         for entry in manifest.entries:
-            data = (self.staging / entry.file).read_bytes()
+            data = (folder / entry.file).read_bytes()
             if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256 or entry.file == self.fail_package:
                 status.result, status.failed_package, status.error = "failed", entry.version, "checksum or forced failure"
                 break
             status.loaded.append(entry.version)
         for entry in manifest.entries:
-            (self.staging / entry.file).unlink()
-        (self.staging / protocol.MANIFEST).unlink()
+            (folder / entry.file).unlink()
+        (folder / protocol.MANIFEST).unlink()
+        folder.rmdir()
         self.batches.append(manifest)
         rows = [("batch", status.batch), ("result", status.result)] + [("loaded", v) for v in status.loaded]
         if status.failed_package:

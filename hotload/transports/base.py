@@ -1,13 +1,60 @@
 """The interface every transport implements.
 
-Names are plain file names inside the staging directory (or `failed/<id>/...`
-for reading); a transport never reaches outside it.
+Names are paths inside the staging directory (`lock`, `<batch>/manifest`); a transport never
+reaches outside it. Nothing follows a symbolic link: `kind` is read with lstat, `read` opens
+regular files only, and `remove` deletes regular files only.
+
+Every operating-system or connection error leaves a transport as a `TargetError` (exit 5)
+that names the operation, the file and what to do.
 """
 
+import errno
+import functools
 from abc import ABC, abstractmethod
 from typing import Callable, List, Optional
 
+from ..errors import TargetError
+
 Progress = Optional[Callable[[int], None]]
+
+FILE, FOLDER, LINK, OTHER = "file", "folder", "symbolic link", "special file"
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full; free space on the server and push again",
+    errno.EDQUOT: "the disk quota is exhausted; free space on the server and push again",
+    errno.EACCES: "permission denied; check the owner and mode of the staging directory",
+    errno.EPERM: "operation not permitted; check the owner and mode of the staging directory",
+    errno.EROFS: "the file system is read-only; remount it or choose another staging directory",
+    errno.ENOTDIR: "a file stands where a folder belongs; check the staging directory",
+    errno.EISDIR: "a folder stands where a file belongs; check the staging directory",
+}
+
+
+def describe_os_error(error: BaseException) -> str:
+    code = getattr(error, "errno", None)
+    if code in _ADVICE:
+        return _ADVICE[code]
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return f"{text}; check the connection and the staging directory, then push again"
+
+
+def translating_errors(method):
+    """Turn OSError, EOFError and connection errors raised by `method` into one-line TargetErrors."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (TargetError, FileNotFoundError):
+            raise  # a missing file is an answer the callers handle
+        except self.connection_errors as error:
+            what = args[0] if args else ""
+            operation = method.__name__.replace("_", " ")
+            raise TargetError(
+                f"{operation} {what} at {self.description} failed: {describe_os_error(error)}".replace("  ", " ")
+            ) from None
+
+    return wrapper
 
 
 class Transport(ABC):
@@ -15,6 +62,8 @@ class Transport(ABC):
     description: str = ""
     #: the staging directory's absolute path on its machine
     root = ""
+    #: exceptions that mean the target failed (not a bug in hotload)
+    connection_errors = (OSError, EOFError)
 
     @abstractmethod
     def ensure_directory(self) -> bool:
@@ -22,15 +71,37 @@ class Transport(ABC):
 
     @abstractmethod
     def make_folder(self, name: str) -> None:
-        """Create the folder `name` inside the staging directory (mode 0700) if it is missing."""
+        """Create the folder `name` (mode 0700) if missing; TargetError if something else stands there."""
+
+    @abstractmethod
+    def kind(self, name: str) -> Optional[str]:
+        """FILE, FOLDER, LINK or OTHER (FIFO, device, socket) by lstat, or None when missing."""
 
     @abstractmethod
     def list_names(self, folder: str = "") -> List[str]:
         """Names of the entries in the staging directory, or in `folder` inside it."""
 
     @abstractmethod
-    def read(self, name: str) -> Optional[bytes]:
-        """The contents of `name`, or None when it does not exist."""
+    def _read_file(self, name: str, limit: int) -> bytes:
+        """The contents of the regular file `name`, at most limit + 1 bytes."""
+
+    def read(self, name: str, limit: int = 1 << 20) -> Optional[bytes]:
+        """The contents of the regular file `name`, or None when missing; never opens a link or a FIFO."""
+        kind = self.kind(name)
+        if kind is None:
+            return None
+        if kind != FILE:
+            raise TargetError(
+                f"{name} in {self.description} is a {kind}, not a file; hotload did not write it, "
+                "so it is left alone: remove it by hand"
+            )
+        try:
+            data = self._read_file(name, limit)
+        except FileNotFoundError:
+            return None
+        if len(data) > limit:
+            raise TargetError(f"{name} in {self.description} is larger than {limit} bytes; hotload never writes such a file")
+        return data
 
     @abstractmethod
     def write(self, name: str, data: bytes) -> None:
@@ -49,8 +120,39 @@ class Transport(ABC):
         """Rename atomically unless `target` exists; answer False (and leave `source`) if it does."""
 
     @abstractmethod
-    def remove(self, name: str) -> None:
-        """Delete `name`; no error when it is already gone."""
+    def _unlink(self, name: str) -> None:
+        """Delete the file `name` (FileNotFoundError when missing)."""
+
+    @abstractmethod
+    def _rmdir(self, name: str) -> None:
+        """Delete the empty folder `name`."""
+
+    def remove(self, name: str) -> bool:
+        """Delete `name` if it is a regular file; answer whether it is gone. Links, folders and
+        special files are never removed."""
+        kind = self.kind(name)
+        if kind is None:
+            return True
+        if kind != FILE:
+            return False
+        try:
+            self._unlink(name)
+        except FileNotFoundError:
+            pass
+        return True
+
+    def remove_folder(self, name: str) -> bool:
+        """Delete `name` if it is an empty folder; answer whether it is gone."""
+        kind = self.kind(name)
+        if kind is None:
+            return True
+        if kind != FOLDER or self.list_names(name):
+            return False
+        try:
+            self._rmdir(name)
+        except FileNotFoundError:
+            pass
+        return True
 
     @abstractmethod
     def mtime(self, name: str) -> Optional[float]:

@@ -22,7 +22,9 @@ import paramiko
 from paramiko.sftp import CMD_WRITE, int64
 
 from ..errors import TargetError
-from .base import Progress, Transport
+from ..protocol import TEMP_PREFIX
+from .base import FOLDER, Progress, Transport, translating_errors
+from .local import kind_of_mode
 
 WINDOW = 64 * 1024 * 1024
 MAX_PACKET = 32 * 1024
@@ -80,6 +82,8 @@ def _write_request_size(channel: paramiko.Channel, handle: bytes) -> int:
 
 
 class SftpTransport(Transport):
+    connection_errors = (OSError, EOFError, paramiko.SSHException)
+
     def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, root: str, description: str):
         self.client = client
         self.sftp = sftp
@@ -154,13 +158,16 @@ class SftpTransport(Transport):
     def _path(self, name: str) -> str:
         return posixpath.join(self.root, name)
 
+    @translating_errors
     def ensure_directory(self) -> bool:
         try:
-            if stat.S_ISDIR(self.sftp.stat(self.root).st_mode):
-                return False
-            raise TargetError(f"{self.description} exists and is not a directory")
+            mode = self.sftp.lstat(self.root).st_mode
         except FileNotFoundError:
-            pass
+            mode = None
+        if mode is not None:
+            if not stat.S_ISDIR(mode):
+                raise TargetError(f"{self.description} is a {kind_of_mode(mode)}, not a folder; give a staging directory")
+            return False
         missing = []
         path = self.root
         while path not in ("/", ""):
@@ -171,38 +178,45 @@ class SftpTransport(Transport):
                 missing.append(path)
                 path = posixpath.dirname(path)
         for directory in reversed(missing):
-            try:
-                self.sftp.mkdir(directory, mode=0o700)
-                self.sftp.chmod(directory, 0o700)
-            except OSError as error:
-                raise TargetError(f"cannot create {directory} on the server: {error}") from None
+            self.sftp.mkdir(directory, mode=0o700)
+            self.sftp.chmod(directory, 0o700)
         return True
 
+    @translating_errors
     def make_folder(self, name: str) -> None:
-        try:
-            self.sftp.stat(self._path(name))
-        except FileNotFoundError:
+        kind = self.kind(name)
+        if kind is None:
             self.sftp.mkdir(self._path(name), mode=0o700)
+        elif kind != FOLDER:
+            raise TargetError(f"{name} in {self.description} is a {kind}, not a folder; remove it by hand")
 
+    @translating_errors
+    def kind(self, name: str) -> Optional[str]:
+        try:
+            return kind_of_mode(self.sftp.lstat(self._path(name)).st_mode)
+        except FileNotFoundError:
+            return None
+
+    @translating_errors
     def list_names(self, folder: str = "") -> List[str]:
         try:
             return sorted(self.sftp.listdir(self._path(folder) if folder else self.root))
         except FileNotFoundError:
             return []
 
-    def read(self, name: str) -> Optional[bytes]:
-        try:
-            with self.sftp.open(self._path(name), "rb") as handle:
-                handle.prefetch()
-                return handle.read()
-        except FileNotFoundError:
-            return None
+    @translating_errors
+    def _read_file(self, name: str, limit: int) -> bytes:
+        with self.sftp.open(self._path(name), "rb") as handle:
+            handle.prefetch()
+            return handle.read(limit + 1)
 
+    @translating_errors
     def write(self, name: str, data: bytes) -> None:
         with self.sftp.open(self._path(name), "wb") as handle:
             handle.set_pipelined(True)
             handle.write(data)
 
+    @translating_errors
     def upload(self, local_path: str, name: str, progress: Progress = None) -> None:
         """Pipelined writes: up to MAX_OUTSTANDING requests in flight, acknowledgements read oldest first.
 
@@ -231,45 +245,39 @@ class SftpTransport(Transport):
                 # Replies still owed are read and dropped by the next request on this connection.
                 pending.clear()
 
+    @translating_errors
     def rename_replacing(self, source: str, target: str) -> None:
         self.sftp.posix_rename(self._path(source), self._path(target))
 
+    @translating_errors
     def rename_exclusive(self, source: str, target: str) -> bool:
-        # Plain SSH_FXP_RENAME: OpenSSH's sftp-server uses link(2), which fails when the target exists.
+        # Plain SSH_FXP_RENAME: OpenSSH's sftp-server uses link(2) for files and refuses an
+        # existing target for folders, so it never replaces `target`.
         try:
             self.sftp.rename(self._path(source), self._path(target))
             return True
         except OSError:
-            try:
-                self.sftp.stat(self._path(target))
-            except FileNotFoundError:
+            if self.kind(target) is None:
                 raise
             return False
 
-    def remove(self, name: str) -> None:
-        path = self._path(name)
-        try:
-            mode = self.sftp.lstat(path).st_mode
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(mode):
-            for entry in self.sftp.listdir(path):
-                self.remove(posixpath.join(name, entry))
-            self.sftp.rmdir(path)
-        else:
-            try:
-                self.sftp.remove(path)
-            except FileNotFoundError:
-                pass
+    @translating_errors
+    def _unlink(self, name: str) -> None:
+        self.sftp.remove(self._path(name))
 
+    @translating_errors
+    def _rmdir(self, name: str) -> None:
+        self.sftp.rmdir(self._path(name))
+
+    @translating_errors
     def mtime(self, name: str) -> Optional[float]:
         try:
-            return float(self.sftp.stat(self._path(name)).st_mtime)
+            return float(self.sftp.lstat(self._path(name)).st_mtime)
         except FileNotFoundError:
             return None
 
     def now(self) -> float:
-        probe = f".hotload-clock-{uuid.uuid4().hex[:8]}"
+        probe = f"{TEMP_PREFIX}clock-{uuid.uuid4().hex[:8]}"
         self.write(probe, b"")
         try:
             return self.mtime(probe)
