@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import __version__
-from .errors import HotloadError, PackageError
+from .errors import HotloadError, PackageError, TargetError, exit_code_table
 from .mcz import read_mcz
 from .plan import LoadPlan
 
@@ -49,9 +49,22 @@ class HotloadGroup(click.Group):
         except KeyboardInterrupt:
             err.print("[bold red]hotload:[/] interrupted; no trigger was written for an unfinished batch")
             sys.exit(130)
+        except (OSError, EOFError) as error:
+            from .transports.base import describe_os_error
+
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            fail(TargetError(f"{type(error).__name__}{where}: {describe_os_error(error)}"))
+        except Exception as error:  # noqa: BLE001 - the last line of defence against a traceback
+            if type(error).__module__.startswith("paramiko"):
+                fail(TargetError(f"the SSH connection failed ({error}); check the network and push again"))
+            err.print(
+                f"[bold red]hotload:[/] internal error {type(error).__name__}: {error}; "
+                "this is a bug in hotload: please report it with the command you ran", soft_wrap=True,
+            )
+            sys.exit(70)
 
 
-@click.group(cls=HotloadGroup)
+@click.group(cls=HotloadGroup, epilog="\b\nExit codes (every command):\n" + exit_code_table())
 @click.version_option(__version__, prog_name="hotload")
 def main():
     """Hot code upgrades for live Smalltalk web applications."""
@@ -126,7 +139,7 @@ def pack(source, output, name, author, message, ancestor):
 
 def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_wait, as_json):
     from .push import Pusher
-    from .status import BatchWaiter, require_loader
+    from .status import BatchWaiter, check_protocol, require_loader
     from .targets import parse_target
     from .transports import open_transport
 
@@ -134,6 +147,8 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
     with open_transport(target) as transport:
         if wait:
             require_loader(transport)  # before uploading anything
+        else:
+            check_protocol(transport)
         total = sum(p.package.size for p in load_plan.order)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -179,12 +194,17 @@ def print_status(status):
     colour = "green" if status.ok else "red"
     out.print(f"batch {status.batch}: [bold {colour}]{status.result}[/]")
     for version in status.loaded:
-        out.print(f"  loaded {version}")
+        out.print(f"  {'loaded' if status.ok else 'installed, then undone:'} {version}")
+    if status.ok:
+        for note in status.notes:
+            out.print(f"  note: {note}", soft_wrap=True)
     if not status.ok:
         out.print(f"  failed package: {status.failed_package or '-'}")
         out.print(f"  error: {status.error}", soft_wrap=True)
         for line in status.stack[:8]:
             out.print(f"    {line}", soft_wrap=True)
+        for note in status.notes:
+            out.print(f"  note: {note}", soft_wrap=True)
         out.print("  the image was not saved: on disk it is still the last good one")
         what = f"fix {status.failed_package}" if status.failed_package else "fix what the error names"
         out.print(f"  {what} and push again; the rejected files are kept in failed/{status.batch}/ on the server")
@@ -203,8 +223,7 @@ def print_status(status):
 def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     """Upload packages to staging directories and trigger the loader.
 
-    Exit status: 0 ok, 1 the loader failed the batch, 2 bad input, 3 no loader
-    running, 4 the staging directory is busy.
+    With many --to, the exit status is the highest of the targets' (see `hotload --help`).
     """
     from .push import manifest_entries
 
@@ -336,18 +355,7 @@ def status(target_text, as_json):
     with open_transport(parse_target(target_text)) as transport:
         state = StagingState.read(transport)
     if as_json:
-        click.echo(json.dumps({
-            "target": state.target,
-            "loader_running": state.loader_running,
-            "heartbeat_age": state.loader_age,
-            "dialect": state.heartbeat.dialect if state.heartbeat else None,
-            "last_batch": state.status.batch if state.status else None,
-            "last_result": state.status.result if state.status else None,
-            "pending": state.pending,
-            "lock": state.lock.holder if state.lock else None,
-            "failed": state.failed,
-            "history": state.history,
-        }, indent=2))
+        click.echo(json.dumps(state.to_json(), indent=2))
     else:
         if state.heartbeat is None:
             out.print(f"{state.target}: [bold red]no loader heartbeat[/]")
@@ -355,8 +363,12 @@ def status(target_text, as_json):
             running = "[green]running[/]" if state.loader_running else "[red]not running[/]"
             out.print(
                 f"{state.target}: loader {running} ({state.heartbeat.dialect}, heartbeat {state.loader_age:.0f} s old, "
-                f"priority {state.heartbeat.priority}, every {state.heartbeat.interval_ms} ms)"
+                f"priority {state.heartbeat.priority}, every {state.heartbeat.interval_ms} ms, image {state.heartbeat.image})"
             )
+        if state.conflict:
+            out.print(f"[bold red]conflict:[/] {state.conflict.describe()}", soft_wrap=True)
+        for problem in state.problems:
+            out.print(f"[bold yellow]problem:[/] {problem}", soft_wrap=True)
         if state.status:
             print_status(state.status)
         if state.lock:
@@ -367,7 +379,7 @@ def status(target_text, as_json):
             out.print(f"failed batches kept in failed/: {_short_list(state.failed)}")
         for line in state.history:
             out.print(f"  {line}")
-    sys.exit(0 if state.loader_running else 3)
+    sys.exit(0 if state.loader_running and not state.conflict else 3)
 
 
 if __name__ == "__main__":
