@@ -125,7 +125,7 @@ def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failur
 
 
 def test_a_failed_save_is_reported_not_hidden(app, tmp_path):
-    blocker = app.folder / "app.im.tmp"  # the loader snapshots to <image>.tmp first: make that impossible
+    blocker = app.folder / "app.im.hotload-new"  # the loader snapshots to <image>.hotload-new first: make that impossible
     blocker.mkdir()
     image_before = sha256(app.image)
     try:
