@@ -8,14 +8,20 @@ Reads the zip members `package`, `version`, `dependencies/*` and
 `snapshot/source.st`; `snapshot.bin` is never read.
 """
 
+import io
+import os
+import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import sexpr
 from .chunks import ChunkError, Snapshot, read_source
 from .errors import PackageError
+from .limits import how_to_raise, limits
 
 SOURCE_MEMBER = "snapshot/source.st"
 
@@ -28,8 +34,9 @@ class VersionInfo:
     author: str = ""
     date: str = ""
     time: str = ""
-    ancestors: Tuple["VersionInfo", ...] = ()
-    step_children: Tuple["VersionInfo", ...] = ()
+    # Histories are thousands of versions deep: equality, hashing and repr leave them out.
+    ancestors: Tuple["VersionInfo", ...] = field(default=(), compare=False, repr=False)
+    step_children: Tuple["VersionInfo", ...] = field(default=(), compare=False, repr=False)
 
     @property
     def package_name(self) -> str:
@@ -56,35 +63,82 @@ class VersionInfo:
 
 
 def parse_version_info(text: str) -> VersionInfo:
-    """Parse a `version` member, resolving `(id '...')` back-references."""
+    """Parse a `version` member, resolving `(id '...')` back-references.
+
+    Monticello nests each ancestor inside its successor, one level per version, so a long
+    history is thousands of levels deep: this walks the tree with an explicit stack.
+    """
+    return _version_from(sexpr.parse(text))
+
+
+class _Pending:
+    """A version whose ancestors and step children are being read."""
+
+    __slots__ = ("pairs", "items", "ancestor_count", "done")
+
+    def __init__(self, expression):
+        self.pairs = sexpr.as_pairs(expression)
+        if "name" not in self.pairs:
+            raise sexpr.SexprError("a version without a name")
+        ancestors, children = _list(self.pairs, "ancestors"), _list(self.pairs, "stepChildren")
+        self.items = ancestors + children
+        self.ancestor_count = len(ancestors)
+        self.done = []
+
+    def build(self) -> VersionInfo:
+        return VersionInfo(
+            name=_text(self.pairs, "name"),
+            id=_text(self.pairs, "id"),
+            message=_text(self.pairs, "message"),
+            author=_text(self.pairs, "author"),
+            date=_text(self.pairs, "date"),
+            time=_text(self.pairs, "time"),
+            ancestors=tuple(self.done[: self.ancestor_count]),
+            step_children=tuple(self.done[self.ancestor_count :]),
+        )
+
+
+def _version_from(expression) -> VersionInfo:
+    """Each version is built after its ancestors and step children, so a back-reference names one read before."""
     known: Dict[str, VersionInfo] = {}
-    return _version_from(sexpr.parse(text), known)
+    stack = [_Pending(expression)]
+    while True:
+        top = stack[-1]
+        if len(top.done) < len(top.items):
+            item = top.items[len(top.done)]
+            reference = _back_reference(item)
+            if reference is None:
+                stack.append(_Pending(item))
+            elif reference in known:
+                top.done.append(known[reference])
+            else:
+                raise sexpr.SexprError(f"back-reference to unknown version id {reference!r}")
+            continue
+        info = stack.pop().build()
+        if info.id:
+            known[info.id] = info
+        if not stack:
+            return info
+        stack[-1].done.append(info)
 
 
-def _version_from(expression, known) -> VersionInfo:
-    pairs = sexpr.as_pairs(expression)
-    if set(pairs) == {"id"}:
-        reference = pairs["id"]
-        if reference not in known:
-            raise sexpr.SexprError(f"back-reference to unknown version id {reference!r}")
-        return known[reference]
-    if "name" not in pairs:
-        raise sexpr.SexprError("a version without a name")
-    ancestors = tuple(_version_from(item, known) for item in pairs.get("ancestors") or [])
-    children = tuple(_version_from(item, known) for item in pairs.get("stepChildren") or [])
-    info = VersionInfo(
-        name=_text(pairs, "name"),
-        id=_text(pairs, "id"),
-        message=_text(pairs, "message"),
-        author=_text(pairs, "author"),
-        date=_text(pairs, "date"),
-        time=_text(pairs, "time"),
-        ancestors=ancestors,
-        step_children=children,
-    )
-    if info.id:
-        known[info.id] = info
-    return info
+def _back_reference(expression) -> Optional[str]:
+    """The id of an `(id '...')` back-reference, or None for a full version."""
+    if not (isinstance(expression, list) and len(expression) == 2):
+        return None
+    key, value = expression
+    if isinstance(key, sexpr.Symbol) and key == "id":
+        if isinstance(value, list):
+            raise sexpr.SexprError("id should be a string")
+        return str(value)
+    return None
+
+
+def _list(pairs, key) -> list:
+    value = pairs.get(key) or []
+    if not isinstance(value, list):
+        raise sexpr.SexprError(f"{key} should be a list")
+    return value
 
 
 def _text(pairs, key) -> str:
@@ -114,54 +168,175 @@ class McPackage:
 
 
 def read_mcz(path) -> McPackage:
-    """Read one .mcz, raising PackageError with a one-line reason."""
+    """Read one .mcz, raising PackageError with a one-line reason: what is wrong; what to do."""
     path = Path(path)
     if path.suffix != ".mcz":
         raise PackageError(path, "not a .mcz file (Monticello packages end in .mcz)")
+    limit = limits()
+    data = _read_file(path, limit.max_mcz_bytes)
     try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise PackageError(path, "no such file") from None
-    except (zipfile.BadZipFile, OSError) as error:
-        raise PackageError(path, f"not a zip archive ({error})") from None
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except UnicodeDecodeError as error:
+        raise PackageError(path, f"a member name is not valid UTF-8 ({error.reason}); {_DAMAGED}") from None
+    except _ZIP_ERRORS as error:
+        raise PackageError(path, f"not a zip archive, or a truncated one ({_reason(error)}); {_DAMAGED}") from None
     with archive:
-        names = set(archive.namelist())
-        for member in ("package", "version", SOURCE_MEMBER):
-            if member not in names:
-                raise PackageError(path, f"missing member {member!r}: not a complete Monticello package")
-        try:
-            package_name = _read_package_name(archive.read("package"))
-        except (sexpr.SexprError, KeyError) as error:
-            raise PackageError(path, f"unparsable 'package' member: {error}") from None
-        try:
-            version = parse_version_info(sexpr.decode(archive.read("version")))
-        except sexpr.SexprError as error:
-            raise PackageError(path, f"unparsable 'version' member: {error}") from None
-        dependencies = []
-        for member in sorted(n for n in names if n.startswith("dependencies/") and not n.endswith("/")):
-            try:
-                dependencies.append(parse_version_info(sexpr.decode(archive.read(member))))
-            except sexpr.SexprError as error:
-                raise PackageError(path, f"unparsable {member!r}: {error}") from None
-        try:
-            snapshot = read_source(sexpr.decode(archive.read(SOURCE_MEMBER)))
-        except ChunkError as error:
-            raise PackageError(path, f"{SOURCE_MEMBER}: {error}") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise PackageError(path, f"corrupt zip member ({error})") from None
+        reader = _MemberReader(path, archive, limit.max_member_bytes)
+        package_name = reader.parse("package", _read_package_name)
+        version = reader.parse("version", parse_version_info)
+        dependencies = tuple(reader.parse(name, parse_version_info) for name in reader.dependency_names)
+        snapshot = reader.parse(SOURCE_MEMBER, read_source)
     return McPackage(
         path=path,
         name=package_name,
         version=version,
         snapshot=snapshot,
-        dependencies=tuple(dependencies),
-        size=path.stat().st_size,
+        dependencies=dependencies,
+        size=len(data),
     )
 
 
-def _read_package_name(data: bytes) -> str:
-    pairs = sexpr.as_pairs(sexpr.parse(sexpr.decode(data)))
-    name = pairs["name"]
+# Everything zipfile and zlib raise for damaged input: BadZipFile (CRC, headers), zlib.error
+# (deflate), EOFError (truncated stream), NotImplementedError (compression method),
+# RuntimeError (encryption), struct.error, UnicodeDecodeError (names) and the rest.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    ValueError,
+    struct.error,
+    OverflowError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+)
+_DAMAGED = "the file is damaged or not a Monticello package: copy or export it again"
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    """The whole file, when it is a regular file within the limit; never opens anything else."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise PackageError(path, "no such file; check the path") from None
+    except (OSError, ValueError) as error:
+        raise PackageError(path, f"cannot be read ({_os_reason(error)}); check the path and its permissions") from None
+    _check_kind(path, status, max_bytes)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as error:
+        raise PackageError(path, f"cannot be read ({_os_reason(error)}); check its permissions") from None
+    with open(descriptor, "rb") as handle:
+        try:
+            _check_kind(path, os.fstat(descriptor), max_bytes)  # it may have been replaced since the stat
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise PackageError(path, f"cannot be read ({_os_reason(error)}); check the disk and copy it again") from None
+    if len(data) > max_bytes:
+        raise PackageError(path, _over_limit("is", max_bytes, "max_mcz_bytes"))
+    return data
+
+
+def _check_kind(path: Path, status: os.stat_result, max_bytes: int):
+    for test, kind in _KINDS:
+        if test(status.st_mode):
+            raise PackageError(path, f"is {kind}, not a .mcz file; name a Monticello package file")
+    if not stat.S_ISREG(status.st_mode):
+        raise PackageError(path, "is not a regular file, not a .mcz file; name a Monticello package file")
+    if status.st_size > max_bytes:
+        raise PackageError(path, _over_limit(f"is {status.st_size:,} bytes,", max_bytes, "max_mcz_bytes"))
+
+
+def _os_reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return _reason(error)
+
+
+def _over_limit(what: str, max_bytes: int, field_name: str) -> str:
+    return f"{what} over the limit of {max_bytes:,} bytes ({field_name}); {how_to_raise(field_name)}"
+
+
+class _MemberReader:
+    """Reads the members hotload uses, each checked before it is inflated and inflated with a cap."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile, max_bytes: int):
+        self.path = path
+        self.archive = archive
+        self.max_bytes = max_bytes
+        self.members: Dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            if info.filename in self.members and info.filename in _USED_NAMES:
+                self._fail(info.filename, "appears twice", "the package is ambiguous: export it again")
+            self.members[info.filename] = info
+        for name in _USED_NAMES:
+            if name not in self.members:
+                raise PackageError(path, f"missing member {name!r}: not a complete Monticello package; export it again")
+        self.dependency_names = sorted(
+            name for name in self.members if name.startswith("dependencies/") and not name.endswith("/")
+        )
+        self._check_layout([self.members[name] for name in (*_USED_NAMES, *self.dependency_names)])
+
+    def _fail(self, name: str, problem: str, remedy: str = _DAMAGED):
+        raise PackageError(self.path, f"member {name!r} {problem}; {remedy}" if remedy else f"member {name!r} {problem}")
+
+    def _check_layout(self, infos: List[zipfile.ZipInfo]):
+        """Members hotload reads may not share or overlap their data (a known zip bomb)."""
+        infos = sorted(infos, key=lambda info: info.header_offset)
+        for info, following in zip(infos, infos[1:]):
+            if info.header_offset + 30 + info.compress_size > following.header_offset:
+                self._fail(following.filename, f"overlaps member {info.filename!r}")
+
+    def read(self, name: str) -> bytes:
+        info = self.members[name]
+        if info.flag_bits & 0x1:
+            self._fail(name, "is encrypted", "Monticello packages are never encrypted: export it again")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            self._fail(
+                name,
+                f"uses compression method {info.compress_type}",
+                "Monticello packages are stored or deflated: export it again with Monticello or `hotload pack`",
+            )
+        if info.file_size > self.max_bytes:
+            self._fail(name, _over_limit(f"inflates to {info.file_size:,} bytes,", self.max_bytes, "max_member_bytes"), "")
+        try:
+            with self.archive.open(info) as stream:
+                data = stream.read(self.max_bytes + 1)  # a lying header cannot make it read more
+        except _ZIP_ERRORS as error:
+            self._fail(name, f"is damaged ({_reason(error)})")
+        if len(data) > self.max_bytes:
+            self._fail(name, _over_limit("inflates to more than its header says,", self.max_bytes, "max_member_bytes"), "")
+        return data
+
+    def parse(self, name: str, parser):
+        text = sexpr.decode(self.read(name))
+        try:
+            return parser(text)
+        except (sexpr.SexprError, ChunkError) as error:
+            problem = f"{name}: {error}" if name == SOURCE_MEMBER else f"unparsable {name!r} member: {error}"
+            raise PackageError(self.path, f"{problem}; fix the source or export the package again") from None
+
+
+_USED_NAMES = ("package", "version", SOURCE_MEMBER)
+
+
+def _read_package_name(text: str) -> str:
+    name = sexpr.as_pairs(sexpr.parse(text)).get("name")
     if not isinstance(name, str) or not name:
         raise sexpr.SexprError("the package has no name")
     return str(name)

@@ -12,6 +12,8 @@ import re
 class Symbol(str):
     """A bare word such as `name` or `ancestors`."""
 
+    __slots__ = ()
+
 
 class SexprError(ValueError):
     pass
@@ -31,7 +33,9 @@ def decode(data: bytes) -> str:
 def parse(text: str):
     """Parse one s-expression; trailing white space only is allowed."""
     stack = [[]]
-    for open_, close, string, word, stray in _TOKEN.findall(text):
+    symbols = {}  # one object per distinct word: a long history repeats the same few keys
+    for match in _TOKEN.finditer(text):  # not findall: no list of every token of a large member
+        open_, close, string, word, stray = match.groups()
         if open_:
             stack.append([])
         elif close:
@@ -42,7 +46,10 @@ def parse(text: str):
         elif stray:
             raise SexprError("unterminated string" if stray == "'" else f"unexpected character {stray!r}")
         elif word:
-            stack[-1].append(Symbol(word))
+            symbol = symbols.get(word)
+            if symbol is None:
+                symbol = symbols[word] = Symbol(word)
+            stack[-1].append(symbol)
         else:
             stack[-1].append(string.replace("''", "'"))
     if len(stack) != 1:

@@ -183,3 +183,27 @@ def test_not_a_zip_and_not_an_mcz(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(PackageError, match="not a .mcz file"):
         read_mcz(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        "Seaside.WAComponent subclass: #Foo\r\tinstanceVariableNames: 'a'\r\tclassVariableNames: ''\r"
+        "\tpoolDictionaries: ''\r\tcategory: 'Demo'!\r",
+        "Seaside.WAComponent subclass: #Foo \"a comment takes the general path\" instanceVariableNames: 'a' "
+        "classVariableNames: '' package: 'Demo'!\n",
+    ],
+)
+def test_gst_namespace_superclass(definition):
+    snapshot = read_source(definition + "!Seaside.WAComponent methodsFor: 'x'!\nfoo\n\t^ 1! !\n")
+    foo = snapshot.classes["Foo"]
+    assert (foo.superclass, foo.kind, foo.instance_variables, foo.category) == ("Seaside.WAComponent", "subclass", ("a",), "Demo")
+    assert snapshot.doits == []
+    assert [(m.class_name, m.selector) for m in snapshot.methods] == [("Seaside.WAComponent", "foo")]
+
+
+def test_versions_compare_without_their_history():
+    text = "(name 'A-jd.2' id 'b' ancestors ((name 'A-jd.1' id 'a' ancestors ())))"
+    first, second = parse_version_info(text), parse_version_info(text)
+    assert first == second and hash(first) == hash(second)
+    assert "A-jd.1" not in repr(first)
