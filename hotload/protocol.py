@@ -57,7 +57,7 @@ class VersionMismatch(ProtocolError):
 
 
 def check_package_file_name(name: str) -> str:
-    """Answer `name` if it is a safe package file name, else raise ProtocolError."""
+    """Answer `name` if it is a safe package file name, else raise InputError (exit 2)."""
     problem = None
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         problem = "contains a control character"

@@ -36,6 +36,8 @@ class PushResult:
     seconds: float
     cleaned: List[str] = field(default_factory=list)
     created_directory: bool = False
+    #: entries with hotload's names that were left because they hold something hotload did not write
+    kept: List[str] = field(default_factory=list)
 
 
 def sha256_of(path) -> str:
@@ -130,15 +132,19 @@ class Pusher:
         manifest_text = manifest.render()
         paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}  # unique
         created = self.transport.ensure_directory()
+        self._kept: List[str] = []
+        self._published = False
         self._lock(manifest.batch)
         sent = 0
         cleaned: List[str] = []
         folder = protocol.temp_folder(manifest.batch)
         try:
             cleaned = self._clean_up()
+            self._checkpoint()
             self.transport.make_folder(folder)
             for entry in entries:
                 self.on_step(f"upload {entry.file}")
+                self._checkpoint()
                 self.transport.upload(
                     str(paths[entry.file]), f"{folder}/{entry.file}", lambda n, f=entry.file: self._progress(f, n)
                 )
@@ -149,7 +155,11 @@ class Pusher:
             self.on_step("publish")
             self._checkpoint()
             if not self.transport.rename_exclusive(folder, manifest.batch):
-                raise TargetError(f"{manifest.batch} already exists in {self.transport.description}; push again")
+                raise TargetError(
+                    f"{manifest.batch} already exists in {self.transport.description} (hotload did not write it); "
+                    "push again, which picks another batch id"
+                )
+            self._published = True
             self.on_step("trigger")
             self._put_trigger(manifest.batch)
         except BaseException:
@@ -158,7 +168,8 @@ class Pusher:
         finally:
             self._unlock(manifest.batch)
         return PushResult(
-            manifest.batch, self.transport.description, entries, sent, time.monotonic() - started, cleaned, created
+            manifest.batch, self.transport.description, entries, sent, time.monotonic() - started, cleaned, created,
+            list(self._kept),
         )
 
     # -- steps -------------------------------------------------------------------------
@@ -172,7 +183,20 @@ class Pusher:
         temporary = protocol.temp_name(batch, protocol.TRIGGER)
         self._checkpoint()
         self.transport.write(temporary, protocol.render_trigger(batch).encode())
-        self._wait_while(lambda: not self.transport.rename_exclusive(temporary, protocol.TRIGGER), "another trigger")
+        if self.transport.rename_exclusive(temporary, protocol.TRIGGER):
+            return
+        self.on_step("trigger-wait")
+
+        def taken() -> bool:
+            kind = self.transport.kind(protocol.TRIGGER)
+            if kind not in (None, FILE):
+                raise TargetError(
+                    f"{protocol.TRIGGER} in {self.transport.description} is a {kind}, not a trigger file; "
+                    "hotload did not make it and will not remove it: remove it by hand and push again"
+                )
+            return self.transport.rename_exclusive(temporary, protocol.TRIGGER)
+
+        self._wait_while(lambda: not taken(), "another trigger (a batch or a save-only one)")
 
     def _wait_while(self, condition, what: str):
         deadline = time.monotonic() + self.pending_wait
@@ -197,8 +221,13 @@ class Pusher:
             while True:
                 # Written anew on each try: the holder's clean-up removes other pushes' temporaries.
                 self.transport.write(temporary, record)
-                if self.transport.rename_exclusive(temporary, protocol.LOCK):
-                    return
+                try:
+                    if self.transport.rename_exclusive(temporary, protocol.LOCK):
+                        return
+                except (FileNotFoundError, TargetError):
+                    if self.transport.kind(temporary) is not None or time.monotonic() >= deadline:
+                        raise
+                    continue  # the holder's clean-up removed our record just now: write it again
                 server_now = self.transport.mtime(temporary)  # just written: the server's clock
                 self.transport.remove(temporary)
                 holder = self._describe_lock(server_now)
@@ -206,14 +235,17 @@ class Pusher:
                     continue  # released between our rename and our read: try again at once
                 age, dead, description = holder
                 if dead or age >= self.stale_after:
-                    why = "its holder is no longer running on this host" if dead else f"it is older than {self.stale_after:.0f} s"
+                    if dead:
+                        what = "a dead lock (its holder is no longer running on this host)"
+                    else:
+                        what = f"a stale lock (older than {self.stale_after:.0f} s)"
                     if self.break_lock:
                         self.on_step(f"break lock ({description})")
                         self.transport.remove(protocol.LOCK)
                         continue
                     raise LockBusy(
-                        f"the staging directory {self.transport.description} has a lock that looks abandoned "
-                        f"({why}): {description}. If that push is dead, run the push again with --break-lock"
+                        f"the staging directory {self.transport.description} has {what}: {description}. "
+                        "If that push is dead, run the push again with --break-lock"
                     )
                 if time.monotonic() >= deadline:
                     raise LockBusy(
@@ -225,7 +257,7 @@ class Pusher:
         except BaseException:
             try:
                 self.transport.remove(temporary)
-            except HotloadError:
+            except (HotloadError, OSError):
                 pass  # the connection is gone; the next push cleans up
             raise
 
@@ -235,9 +267,10 @@ class Pusher:
         if kind is None:
             return None
         if kind != FILE:
-            raise LockBusy(
-                f"lock in {self.transport.description} is a {kind}, not a lock file: hotload did not make it "
-                "and will not remove it; remove it by hand"
+            # Not another push (waiting cannot help, --break-lock does not apply): a wrong kind of entry, exit 5.
+            raise TargetError(
+                f"{protocol.LOCK} in {self.transport.description} is a {kind}, not a lock file: hotload did not "
+                "make it and will not remove it; remove it by hand and push again"
             )
         data = self.transport.read(protocol.LOCK)
         changed = self.transport.mtime(protocol.LOCK)
@@ -262,7 +295,7 @@ class Pusher:
             owner = LockRecord.parse(data.decode("utf-8", "replace")).batch
             if owner == batch:
                 self.transport.remove(protocol.LOCK)
-        except HotloadError:
+        except (HotloadError, OSError):
             pass  # not ours, unreadable, or the connection is gone (the lock then goes stale)
 
     # -- clean-up: only what hotload wrote ----------------------------------------------
@@ -287,29 +320,66 @@ class Pusher:
             return None  # unreadable or of another version: it names none of our folders
 
     def _remove_hotload_entry(self, name: str) -> bool:
-        """Remove a file, or a folder holding only names hotload writes; anything else is left."""
+        """Remove a file, or a folder holding only files hotload wrote; anything else is left as it is.
+
+        In a `.hotload-tmp-<batch>/` folder hotload writes package files and `manifest`. A `<batch>/`
+        folder is hotload's only when its `manifest` names that batch, and then only the files that
+        manifest lists are hotload's: a folder of the user's that happens to have a batch id's name
+        is never touched.
+        """
         kind = self.transport.kind(name)
-        if kind == FILE:
+        if kind == FILE and name.startswith(protocol.TEMP_PREFIX):
             return self.transport.remove(name)
         if kind != FOLDER:
+            if kind is not None:
+                self._keep(name, f"it is a {kind}")
+            return kind is None
+        inner = self.transport.list_names(name)
+        if name.startswith(protocol.TEMP_PREFIX):
+            ours = {n for n in inner if n == protocol.MANIFEST or _is_package_name(n)}
+        else:
+            ours = self._batch_folder_files(name, inner)
+            if ours is None:
+                self._keep(name, "it has no hotload manifest naming it")
+                return False
+        others = [n for n in inner if n not in ours or self.transport.kind(f"{name}/{n}") != FILE]
+        if others:
+            self._keep(name, f"it holds entries hotload did not write ({', '.join(others[:3])})")
             return False
-        for inner in self.transport.list_names(name):
-            if inner == protocol.MANIFEST or _is_package_name(inner):
-                self.transport.remove(f"{name}/{inner}")
+        for file in inner:
+            self.transport.remove(f"{name}/{file}")
         if not self.transport.remove_folder(name):
-            self.on_step(f"left {name}: it holds files hotload did not write")
+            self._keep(name, "it is not empty")
             return False
         return True
 
+    def _batch_folder_files(self, name: str, inner: List[str]) -> Optional[set]:
+        """The names hotload wrote in the batch folder `name`, or None when it is not hotload's."""
+        if protocol.MANIFEST not in inner:
+            return None
+        try:
+            data = self.transport.read(f"{name}/{protocol.MANIFEST}", limit=1 << 20)
+            manifest = Manifest.parse(data.decode("utf-8", "replace")) if data else None
+        except HotloadError:
+            return None
+        if manifest is None or manifest.batch != name:
+            return None
+        return {protocol.MANIFEST} | {entry.file for entry in manifest.entries}
+
+    def _keep(self, name: str, why: str):
+        self._kept.append(f"{name} ({why})")
+        self.on_step(f"left {name}: {why}")
+
     def _remove_unfinished(self, batch: str):
-        """After an error or Ctrl-C: this push's temporary entries (never a published, triggered batch)."""
+        """After an error or Ctrl-C: this push's temporary entries, and its batch folder when this push
+        published it and no trigger names it."""
         try:
             for name in self.transport.list_names():
                 if name.startswith(protocol.temp_name(batch, "")) or name == protocol.temp_folder(batch):
                     self._remove_hotload_entry(name)
-            if self._triggered_batch() != batch and self.transport.kind(batch) == FOLDER:
+            if self._published and self._triggered_batch() != batch:
                 self._remove_hotload_entry(batch)
-        except HotloadError:
+        except (HotloadError, OSError):
             pass  # the connection may be gone; the next push cleans up
 
 

@@ -44,22 +44,30 @@ class StagingState:
                 problems.append(f"{name}: {error}")
                 return None
 
-        heartbeat, age = read_heartbeat(transport, problems=problems)
+        try:
+            heartbeat, age = read_heartbeat(transport, problems=problems)
+        except VersionMismatch as error:
+            heartbeat, age = None, None
+            problems.append(f"{protocol.HEARTBEAT}: {_other_version(transport, error)}")
         names = transport.list_names()
         history = record(protocol.HISTORY, lambda text: text.splitlines()[-history_lines:], limit=64 << 20) or []
         failed: List[str] = []
         if protocol.FAILED in names:
-            if transport.kind(protocol.FAILED) == FOLDER:
+            kind = transport.kind(protocol.FAILED)
+            if kind == FOLDER:
                 failed = transport.list_names(protocol.FAILED)
-            else:
-                problems.append(f"{protocol.FAILED} is a {transport.kind(protocol.FAILED)}, not a folder")
+            elif kind is not None:
+                problems.append(
+                    f"{protocol.FAILED} is a {kind}, not a folder; the loader cannot keep failed batches "
+                    "until it is removed"
+                )
         conflict = fresh_conflict(transport, problems)
         state = cls(
             target=transport.description,
             heartbeat=heartbeat,
             loader_age=age,
             status=record(protocol.STATUS, Status.parse),
-            pending=[n for n in names if n == protocol.TRIGGER or protocol.is_batch_id(n)],
+            pending=[n for n in names if n == protocol.TRIGGER or (protocol.is_batch_id(n) and transport.kind(n) == FOLDER)],
             lock=record(protocol.LOCK, LockRecord.parse),
             history=history,
             failed=failed,
@@ -122,18 +130,24 @@ def fresh_conflict(transport: Transport, problems=None, server_now: Optional[Cal
     return conflict if age <= protocol.CONFLICT_FRESH_SECONDS else None
 
 
+def _other_version(transport: Transport, error: VersionMismatch) -> str:
+    return (
+        f"the loader at {transport.description} speaks protocol {error.found}, this hotload speaks "
+        f"{protocol.VERSION}; update the loader with `hotload install-loader` (or use a matching hotload)"
+    )
+
+
 def require_loader(transport: Transport, server_now: Optional[Callable[[], float]] = None) -> Heartbeat:
     """The heartbeat of the one live loader of protocol 2; NoLoaderRunning (exit 3) otherwise."""
+    problems: List[str] = []
     try:
-        heartbeat, age = read_heartbeat(transport, server_now)
+        heartbeat, age = read_heartbeat(transport, server_now, problems=problems)
     except VersionMismatch as error:
-        raise NoLoaderRunning(
-            f"the loader at {transport.description} speaks protocol {error.found}, this hotload speaks "
-            f"{protocol.VERSION}; update the loader with `hotload install-loader` (or use a matching hotload)"
-        ) from None
+        raise NoLoaderRunning(_other_version(transport, error)) from None
     if heartbeat is None:
+        why = f"({problems[0]})" if problems else "(no heartbeat)"
         raise NoLoaderRunning(
-            f"no loader is running at {transport.description} (no heartbeat); "
+            f"no loader is running at {transport.description} {why}; "
             "start it in the image (see `hotload install-loader`)"
         )
     if age > heartbeat.max_age():
@@ -150,12 +164,9 @@ def require_loader(transport: Transport, server_now: Optional[Callable[[], float
 def check_protocol(transport: Transport) -> None:
     """Refuse to push to a loader that speaks another protocol version (when one has written a heartbeat)."""
     try:
-        read_heartbeat(transport, server_now=lambda: 0.0)
+        read_heartbeat(transport, server_now=lambda: 0.0, problems=[])
     except VersionMismatch as error:
-        raise NoLoaderRunning(
-            f"the loader at {transport.description} speaks protocol {error.found}, this hotload speaks "
-            f"{protocol.VERSION}; update the loader with `hotload install-loader` (or use a matching hotload)"
-        ) from None
+        raise NoLoaderRunning(_other_version(transport, error)) from None
 
 
 class BatchWaiter:

@@ -2,24 +2,43 @@
 
 It lets client tests exercise `push --wait` without a Smalltalk image. It checks
 sizes and SHA-256 but installs nothing. Never shipped: the real loader is smalltalk/.
+
+    loader = FakeLoader(staging).start()
+    ...
+    loader.stop()
+    loader.batches   # manifests of the batches it loaded (or failed), in order
+    loader.saves     # save-only triggers it took
+    loader.errors    # anything that went wrong inside a poll (tests assert it stays empty)
 """
 
 import hashlib
+import os
+import secrets
+import shutil
+import stat
 import threading
 import time
 from pathlib import Path
 
 from hotload import protocol
+from hotload.errors import HotloadError
 from hotload.protocol import Manifest, Status, render_record
 
 
 class FakeLoader:
-    def __init__(self, staging: Path, interval: float = 0.1, fail_package: str = "", loader_id: str = "fake0001"):
+    def __init__(
+        self, staging: Path, interval: float = 0.1, fail_package: str = "", loader_id: str = "fake0001",
+        consume: bool = True,
+    ):
         self.staging = Path(staging)
         self.loader_id = loader_id
         self.interval = interval
         self.fail_package = fail_package
+        self.consume = consume  # False: a live loader that never takes a trigger (it beats only)
         self.batches = []
+        self.rejected = []  # batch ids of triggers it could not act on (missing folder, bad manifest)
+        self.saves = 0
+        self.errors = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -33,8 +52,15 @@ class FakeLoader:
         self._stop.set()
         self._thread.join(5)
 
+    def wait_idle(self, timeout=10.0):
+        """Wait until no trigger is pending (the loader took it)."""
+        deadline = time.time() + timeout
+        while os.path.lexists(self.staging / protocol.TRIGGER) and time.time() < deadline:
+            time.sleep(0.02)
+        return not os.path.lexists(self.staging / protocol.TRIGGER)
+
     def _write(self, name, text):
-        temporary = self.staging / f"{name}.tmp"
+        temporary = self.staging / f".hotload-loader-{secrets.token_hex(4)}"
         temporary.write_text(text)
         temporary.replace(self.staging / name)
 
@@ -51,17 +77,44 @@ class FakeLoader:
 
     def _run(self):
         while not self._stop.is_set():
-            self._beat()
-            trigger = self.staging / protocol.TRIGGER
-            if trigger.exists():
-                batch = protocol.parse_trigger(trigger.read_text())
-                if batch is not None:
-                    folder = self.staging / batch
-                    self._take(folder, Manifest.parse((folder / protocol.MANIFEST).read_text()))
-                trigger.unlink()
+            try:
+                self._poll()
+            except Exception as error:  # noqa: BLE001 - a poll never stops the loader
+                self.errors.append(repr(error))
             time.sleep(self.interval)
 
-    def _take(self, folder: Path, manifest: Manifest):
+    def _poll(self):
+        self._beat()
+        trigger = self.staging / protocol.TRIGGER
+        if not self.consume or not os.path.lexists(trigger):
+            return
+        if not stat.S_ISREG(os.lstat(trigger).st_mode):
+            return  # never opened (reported as a problem by the real loader)
+        text = trigger.read_text()
+        try:
+            batch = protocol.parse_trigger(text)
+        except HotloadError as error:
+            self._status(Status(batch="-", result="failed", error=str(error)))
+            trigger.unlink()
+            return
+        if batch is None:
+            self.saves += 1
+        else:
+            self._take(batch)
+        trigger.unlink()  # last (docs/protocol.md, The loader, 7 and 8)
+
+    def _take(self, batch: str):
+        folder = self.staging / batch
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise HotloadError(f"{batch} is not a folder")
+            manifest = Manifest.parse((folder / protocol.MANIFEST).read_text())
+            if manifest.batch != batch:
+                raise HotloadError("the manifest names another batch")
+        except (OSError, HotloadError) as error:
+            self.rejected.append(batch)
+            self._status(Status(batch=batch, result="failed", error=f"rejected: {error}"))
+            return
         status = Status(batch=manifest.batch, result="ok")
         for entry in manifest.entries:
             data = (folder / entry.file).read_bytes()
@@ -69,13 +122,27 @@ class FakeLoader:
                 status.result, status.failed_package, status.error = "failed", entry.version, "checksum or forced failure"
                 break
             status.loaded.append(entry.version)
-        for entry in manifest.entries:
-            (folder / entry.file).unlink()
-        (folder / protocol.MANIFEST).unlink()
-        folder.rmdir()
         self.batches.append(manifest)
+        if status.ok:
+            for entry in manifest.entries:
+                (folder / entry.file).unlink()
+            (folder / protocol.MANIFEST).unlink()
+            folder.rmdir()
+        else:
+            failed = self.staging / protocol.FAILED
+            failed.mkdir(exist_ok=True)
+            shutil.move(str(folder), str(failed / batch))
+            (failed / batch / "reason").write_text(status.error + "\n")
+        self._status(status)
+
+    def _status(self, status: Status):
         rows = [("batch", status.batch), ("result", status.result)] + [("loaded", v) for v in status.loaded]
         if status.failed_package:
-            rows += [("failed-package", status.failed_package), ("error", status.error)]
+            rows.append(("failed-package", status.failed_package))
+        if status.error:
+            rows.append(("error", status.error))
         rows.append(("timing", "install", 1))
         self._write(protocol.STATUS, render_record("status", rows))
+        now = time.time()
+        with open(self.staging / protocol.HISTORY, "a") as history:
+            history.write(f"{int(now)}\t{protocol.iso(now)}\t{status.batch}\t{status.result}\t{status.error or '-'}\n")

@@ -19,7 +19,7 @@ from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method
 from hotload import protocol
-from hotload.errors import LockBusy, TargetError
+from hotload.errors import InputError, LockBusy, NoLoaderRunning, TargetError
 from hotload.mcz import read_mcz
 from hotload.plan import LoadPlan
 from hotload.protocol import Manifest
@@ -43,19 +43,26 @@ def plan_of(paths):
 
 
 def assert_complete_batch(staging: Path, paths, batch):
+    """Protocol 2: `<batch>/` holds the packages and the manifest; `load` names the batch; nothing else of ours."""
     names = sorted(os.listdir(staging))
     assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
     assert protocol.LOCK not in names
-    manifest = Manifest.parse((staging / protocol.MANIFEST).read_text())
+    assert protocol.MANIFEST not in names and not [n for n in names if n.endswith(".mcz")]  # nothing top-level (v1)
+    folder = staging / batch
+    assert folder.is_dir() and not folder.is_symlink()
+    manifest = Manifest.parse((folder / protocol.MANIFEST).read_text())
     assert manifest.batch == batch
     assert [e.version for e in manifest.entries] == ["Shop-Core-tester.1", "Shop-Web-tester.1"]
     by_name = {Path(p).name: Path(p) for p in paths}
     for entry in manifest.entries:
-        data = (staging / entry.file).read_bytes()
+        data = (folder / entry.file).read_bytes()
         assert data == by_name[entry.file].read_bytes()
         assert entry.size == len(data)
         assert entry.sha256 == hashlib.sha256(data).hexdigest()
-    assert (staging / protocol.TRIGGER).read_text() == f"{batch}\n"
+    assert sorted(os.listdir(folder)) == sorted([protocol.MANIFEST] + [e.file for e in manifest.entries])
+    trigger = (staging / protocol.TRIGGER).read_text()
+    assert trigger == protocol.render_trigger(batch)
+    assert trigger.startswith(f"hotload-trigger\t{protocol.VERSION}\n") and protocol.parse_trigger(trigger) == batch
 
 
 def test_local_push_delivers_a_complete_batch(tmp_path, packages):
@@ -68,33 +75,59 @@ def test_local_push_delivers_a_complete_batch(tmp_path, packages):
 
 
 class _Recorder(FileSystemEventHandler):
-    def __init__(self):
-        self.events = []
+    def __init__(self, root: Path):
+        self.root = root
+        self.events = []  # (type, path relative to the staging directory, destination or None, is a folder)
+
+    def _relative(self, path):
+        return str(Path(path).relative_to(self.root)) if path else None
 
     def on_any_event(self, event):
-        name = Path(getattr(event, "dest_path", "") or event.src_path).name
-        if event.event_type in ("created", "moved"):
-            self.events.append(name)
+        if event.event_type in ("created", "moved") and event.src_path != str(self.root):
+            self.events.append(
+                (event.event_type, self._relative(event.src_path), self._relative(getattr(event, "dest_path", "")), event.is_directory)
+            )
 
 
 def test_trigger_appears_last_seen_by_a_watcher(tmp_path, packages):
+    """The batch folder appears under its final name only by a rename of the complete temporary folder,
+    and the trigger is created last, once."""
     staging = tmp_path / "stage"
     staging.mkdir(mode=0o700)
-    recorder = _Recorder()
+    recorder = _Recorder(staging)
     observer = Observer()
-    observer.schedule(recorder, str(staging))
+    observer.schedule(recorder, str(staging), recursive=True)
     observer.start()
     try:
+        time.sleep(0.2)
         with LocalTransport(staging) as transport:
-            Pusher(transport).push(plan_of(packages))
-        time.sleep(0.5)
+            result = Pusher(transport).push(plan_of(packages))
+        deadline = time.time() + 5
+        while time.time() < deadline and not any(e[1] == protocol.TRIGGER for e in recorder.events):
+            time.sleep(0.05)
+        time.sleep(0.2)
     finally:
         observer.stop()
         observer.join()
-    final_names = [n for n in recorder.events if not n.startswith(protocol.TEMP_PREFIX)]
-    assert final_names[-1] == protocol.TRIGGER
-    assert final_names.index(protocol.MANIFEST) > max(final_names.index(Path(p).name) for p in packages)
-    assert final_names.count(protocol.TRIGGER) == 1
+    batch, temporary = result.batch, protocol.temp_folder(result.batch)
+    events = recorder.events
+    # Top-level names that are not temporary, in the order they appeared (created or renamed into place).
+    final = [(kind, dest or src) for kind, src, dest, _ in events
+             if "/" not in (dest or src) and not (dest or src).startswith(protocol.TEMP_PREFIX)]
+    assert final == [("created", protocol.LOCK), ("moved", batch), ("created", protocol.TRIGGER)]
+    published = [e for e in events if e[0] == "moved" and e[2] == batch]
+    assert published == [("moved", temporary, batch, True)]  # the folder was published by a rename
+    publish_at = events.index(published[0])
+    # Every package and the manifest were written inside the temporary folder, the manifest last, all before publishing.
+    inside = [src.split("/", 1)[1] for kind, src, _, is_dir in events[:publish_at] if kind == "created" and src.startswith(temporary + "/")]
+    assert sorted(inside) == sorted([protocol.MANIFEST] + [Path(p).name for p in packages])
+    assert inside[-1] == protocol.MANIFEST
+    # Nothing was ever created under the final name: it only appeared whole.
+    assert not [e for e in events if e[0] == "created" and (e[1] == batch or e[1].startswith(batch + "/"))]
+    assert [e for e in events if e[1] == protocol.TRIGGER or e[2] == protocol.TRIGGER][-1] == events[-1] or \
+        events.index(("created", protocol.TRIGGER, None, False)) > publish_at
+    assert sum(1 for e in events if (e[2] or e[1]) == protocol.TRIGGER) == 1
+    assert_complete_batch(staging, packages, batch)
 
 
 class RecordingTransport:
@@ -118,7 +151,17 @@ class RecordingTransport:
         self._note("write", name)
         return self.inner.write(name, data)
 
+    def make_folder(self, name):
+        self._note("make-folder", name)
+        return self.inner.make_folder(name)
+
+    def remove(self, name):
+        self._note("remove", name)
+        return self.inner.remove(name)
+
     def upload(self, local_path, name, progress=None):
+        self._note("upload", name)
+
         def half_way(sent):
             self._note("upload-progress", name)
             if progress:
@@ -141,10 +184,28 @@ def test_sftp_push_operation_order_and_contents(ssh_home, tmp_path, packages):
         result = Pusher(recorder).push(plan_of(packages))
     assert (staging.stat().st_mode & 0o777) == 0o700
     assert_complete_batch(staging, packages, result.batch)
+    batch, temporary = result.batch, protocol.temp_folder(result.batch)
     renames = [entry[1] for entry in recorder.log if entry[0].startswith("rename")]
-    assert renames == [protocol.LOCK, "Shop-Core-tester.1.mcz", "Shop-Web-tester.1.mcz", protocol.MANIFEST, protocol.TRIGGER]
+    assert renames == [protocol.LOCK, batch, protocol.TRIGGER]  # every rename is the exclusive one
+    assert not [entry for entry in recorder.log if entry[0] == "rename"]
     writes = [entry[1] for entry in recorder.log if entry[0] == "write"]
     assert all(name.startswith(protocol.TEMP_PREFIX) for name in writes)
+    assert writes == [protocol.temp_name(batch, protocol.LOCK), f"{temporary}/{protocol.MANIFEST}", protocol.temp_name(batch, protocol.TRIGGER)]
+    uploads = [entry[1] for entry in recorder.log if entry[0] == "upload"]
+    assert uploads == [f"{temporary}/Shop-Core-tester.1.mcz", f"{temporary}/Shop-Web-tester.1.mcz"]  # in load order
+    order = [entry for entry in recorder.log if entry[0] != "upload-progress"]
+    position = {entry: index for index, entry in reversed(list(enumerate(order)))}
+    assert (
+        position[("rename-exclusive", protocol.LOCK)]
+        < position[("make-folder", temporary)]
+        < position[("upload", uploads[0])]
+        < position[("upload", uploads[1])]
+        < position[("write", f"{temporary}/{protocol.MANIFEST}")]
+        < position[("rename-exclusive", batch)]
+        < position[("write", protocol.temp_name(batch, protocol.TRIGGER))]
+        < position[("rename-exclusive", protocol.TRIGGER)]
+        < position[("remove", protocol.LOCK)]
+    )
 
 
 def test_ssh_config_alias_resolves(ssh_home, tmp_path, packages):
@@ -171,7 +232,8 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_home, tmp_path, monkeypat
             open_transport(parse_target(ssh_home.url(tmp_path / "x")))
         assert "ssh-keygen -R" in str(changed.value)
         result = run_hotload("status", "--to", ssh_home.url(tmp_path / "x"), env=ssh_home.env())
-        assert result.returncode == 2 and "CHANGED" in result.stderr
+        assert result.returncode == 5 and "CHANGED" in result.stderr  # exit 5: target error (hotload/errors.py)
+        assert "Traceback" not in result.stderr
     finally:
         known.write_text(original)
     assert not (tmp_path / "x").exists()
@@ -242,12 +304,13 @@ def test_a_fresh_lock_makes_the_push_wait_then_give_up(tmp_path, packages):
 
 
 PHASES = {
-    "taking the lock": lambda entry: entry[0] == "rename-exclusive",
+    "taking the lock": lambda entry: entry[0] == "rename-exclusive" and entry[1] == protocol.LOCK,
+    "making the folder": lambda entry: entry[0] == "make-folder",
     "mid-upload": lambda entry: entry[0] == "upload-progress",
-    "renaming a package": lambda entry: entry[0] == "rename" and entry[1].endswith(".mcz"),
-    "writing the manifest": lambda entry: entry[0] == "write" and entry[1].endswith("manifest"),
-    "renaming the manifest": lambda entry: entry[0] == "rename" and entry[1] == protocol.MANIFEST,
+    "writing the manifest": lambda entry: entry[0] == "write" and entry[1].endswith("/manifest"),
+    "publishing the folder": lambda entry: entry[0] == "rename-exclusive" and protocol.is_batch_id(entry[1]),
     "writing the trigger": lambda entry: entry[0] == "write" and entry[1].endswith("-load"),
+    "renaming the trigger": lambda entry: entry[0] == "rename-exclusive" and entry[1] == protocol.TRIGGER,
 }
 
 
@@ -261,6 +324,7 @@ def test_ctrl_c_at_each_phase_leaves_no_trigger(ssh_home, tmp_path, packages, ph
     assert protocol.TRIGGER not in names
     assert protocol.LOCK not in names
     assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
+    assert not [n for n in names if protocol.is_batch_id(n)]  # a published but untriggered folder is removed too
     # The next push cleans up and delivers.
     with open_transport(parse_target(ssh_home.url(staging))) as sftp:
         result = Pusher(sftp).push(plan_of(packages))
@@ -279,12 +343,16 @@ def big_package(tmp_path):
 
 
 def _wait_for_temp_file(staging: Path, timeout=30):
+    """Wait until a package is being uploaded into a `.hotload-tmp-<batch>/` folder."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if staging.is_dir():
-            temps = [p for p in staging.iterdir() if p.name.startswith(protocol.TEMP_PREFIX) and p.name.endswith(".mcz")]
-            if temps and temps[0].stat().st_size > 0:
-                return
+        try:
+            for folder in staging.iterdir():
+                if folder.name.startswith(protocol.TEMP_PREFIX) and folder.is_dir():
+                    if [p for p in folder.iterdir() if p.name.endswith(".mcz") and p.stat().st_size > 0]:
+                        return
+        except FileNotFoundError:
+            pass
         time.sleep(0.01)
     raise AssertionError("the upload never started")
 
@@ -319,18 +387,18 @@ def test_kill_mid_upload_then_next_push_cleans_up(ssh_home, tmp_path, big_packag
     time.sleep(0.5)  # let sshd notice the dead connection
     names = os.listdir(staging)
     assert protocol.TRIGGER not in names and protocol.MANIFEST not in names
-    assert not [n for n in names if n.endswith(".mcz") and not n.startswith(protocol.TEMP_PREFIX)]
+    assert not [n for n in names if protocol.is_batch_id(n)]  # never published
+    assert [n for n in names if n.startswith(protocol.TEMP_PREFIX)]  # the upload stays in its temporary folder
     assert protocol.LOCK in names  # a killed push cannot release its lock
     refused = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--lock-wait", "1", env=ssh_home.env())
-    assert refused.returncode == 4 and "holds the lock" in refused.stderr
-    lock_age = time.time() - (staging / protocol.LOCK).stat().st_mtime
-    os.utime(staging / protocol.LOCK, (time.time() - 3600, time.time() - 3600))
+    assert refused.returncode == 4 and "no longer running" in refused.stderr and "--break-lock" in refused.stderr
+    assert f"pid {process.pid}" in refused.stderr
     result = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
     report = json.loads(result.stdout)
     assert any(name.startswith(protocol.TEMP_PREFIX) for name in report["cleaned"])
     names = os.listdir(staging)
     assert not [n for n in names if n.startswith(protocol.TEMP_PREFIX)]
-    assert protocol.TRIGGER in names and lock_age >= 0
+    assert sorted(names) == sorted([protocol.TRIGGER, report["batch"]])
 
 
 def test_wait_follows_the_loader(ssh_home, tmp_path, packages):
@@ -382,9 +450,9 @@ def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, package
     assert not staging.exists()
 
 
-@pytest.mark.parametrize("name", ["../evil.mcz", "a/b.mcz", "x\x01.mcz", "..mcz", ".hidden.mcz", "noext"])
+@pytest.mark.parametrize("name", ["../evil.mcz", "a/b.mcz", "x\x01.mcz", "..mcz", ".hidden.mcz", "noext", "a" * 197 + ".mcz"])
 def test_protocol_rejects_unsafe_names(name):
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(InputError):  # a bad local file name is bad input (exit 2)
         protocol.check_package_file_name(name)
 
 
@@ -468,15 +536,13 @@ def test_proxy_command_from_ssh_config(ssh_home, tmp_path, packages):
 
 
 def test_an_unconsumed_trigger_is_never_replaced(tmp_path, packages):
-    from hotload.push import PendingBatch
-
     staging = tmp_path / "cron"
     staging.mkdir(mode=0o700)
     (staging / protocol.TRIGGER).write_text("")  # the 2 am save-only trigger, not consumed yet
     with LocalTransport(staging) as transport:
-        with pytest.raises(PendingBatch, match="still waiting for the loader"):
+        with pytest.raises(NoLoaderRunning, match="no loader is running"):  # waited, then found nobody to take it
             Pusher(transport, pending_wait=0.5).push(plan_of(packages))
-    assert sorted(os.listdir(staging)) == [protocol.TRIGGER]
+    assert sorted(os.listdir(staging)) == [protocol.TRIGGER]  # the published folder went with the push
     assert (staging / protocol.TRIGGER).read_text() == ""
     loader = FakeLoader(staging).start()  # consumes the save-only trigger; the push then goes through
     try:
@@ -487,6 +553,7 @@ def test_an_unconsumed_trigger_is_never_replaced(tmp_path, packages):
             time.sleep(0.05)
     finally:
         loader.stop()
+    assert loader.saves == 1 and not loader.errors
     assert loader.batches[0].batch == result.batch
 
 

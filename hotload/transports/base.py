@@ -34,7 +34,14 @@ def describe_os_error(error: BaseException) -> str:
     code = getattr(error, "errno", None)
     if code in _ADVICE:
         return _ADVICE[code]
+    if isinstance(error, TimeoutError):
+        return "the other side did not answer in time; check the network and push again"
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    if text == "Failure":  # SFTP's status without a reason (OpenSSH sends it for ENOSPC, EROFS, EDQUOT, ...)
+        return (
+            "the server refused without saying why (over SFTP that is most often a full disk, a read-only "
+            "file system or an exhausted quota); check the staging directory's disk, then push again"
+        )
     return f"{text}; check the connection and the staging directory, then push again"
 
 
@@ -43,16 +50,17 @@ def translating_errors(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        if self.lost:
+            raise TargetError(self.lost)
         try:
             return method(self, *args, **kwargs)
         except (TargetError, FileNotFoundError):
             raise  # a missing file is an answer the callers handle
         except self.connection_errors as error:
             what = args[0] if args else ""
-            operation = method.__name__.replace("_", " ")
-            raise TargetError(
-                f"{operation} {what} at {self.description} failed: {describe_os_error(error)}".replace("  ", " ")
-            ) from None
+            operation = method.__name__.strip("_").replace("_", " ")
+            detail = self._connection_lost(error) or describe_os_error(error)
+            raise TargetError(f"{operation} {what} at {self.description} failed: {detail}".replace("  ", " ")) from None
 
     return wrapper
 
@@ -64,6 +72,12 @@ class Transport(ABC):
     root = ""
     #: exceptions that mean the target failed (not a bug in hotload)
     connection_errors = (OSError, EOFError)
+    #: once the connection is lost: the message every later operation fails with at once
+    lost: Optional[str] = None
+
+    def _connection_lost(self, error: BaseException) -> Optional[str]:
+        """When `error` means the connection is gone: mark it lost and answer what to tell the user."""
+        return None
 
     @abstractmethod
     def ensure_directory(self) -> bool:

@@ -8,9 +8,14 @@ Host keys must already be in known_hosts: an unknown or changed key is refused.
 """
 
 import errno
+import logging
 import os
 import posixpath
+import select
+import signal
+import socket
 import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +31,12 @@ from ..protocol import TEMP_PREFIX
 from .base import FOLDER, Progress, Transport, translating_errors
 from .local import kind_of_mode
 
+# paramiko logs a lost connection (with a traceback) from its reader thread; the user gets one line from us.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+#: seconds without any answer from the server before the connection counts as lost
+IO_TIMEOUT = 60.0
 WINDOW = 64 * 1024 * 1024
 MAX_PACKET = 32 * 1024
 CHUNK = 256 * 1024
@@ -49,6 +60,31 @@ class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
             f"check that fingerprint with the server's administrator, then trust it with "
             f"`{scan} >> ~/.ssh/known_hosts` or by connecting once with `ssh`"
         )
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand never notices that its command has exited: it spins on the end of the
+    command's output and the push hangs. This one answers b"" there, which paramiko reads as a lost
+    connection."""
+
+    def recv(self, size):
+        try:
+            if self.timeout is not None:
+                ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+                if not ready:
+                    raise socket.timeout()
+            return os.read(self.process.stdout.fileno(), size)
+        except socket.timeout:
+            raise
+        except OSError as error:
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), error.strerror)
+
+    def close(self):
+        try:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def _ssh_config(host: str) -> dict:
@@ -84,14 +120,18 @@ def _write_request_size(channel: paramiko.Channel, handle: bytes) -> int:
 class SftpTransport(Transport):
     connection_errors = (OSError, EOFError, paramiko.SSHException)
 
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, root: str, description: str):
+    def __init__(
+        self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, root: str, description: str,
+        io_timeout: float = IO_TIMEOUT,
+    ):
         self.client = client
         self.sftp = sftp
         self.root = root
         self.description = description
+        self.io_timeout = io_timeout
 
     @classmethod
-    def connect(cls, target, timeout: float = 15.0) -> "SftpTransport":
+    def connect(cls, target, timeout: float = 15.0, io_timeout: float = IO_TIMEOUT) -> "SftpTransport":
         config = _ssh_config(target.host)
         hostname = config.get("hostname", target.host)
         port = target.port or int(config.get("port", 22))
@@ -104,7 +144,10 @@ class SftpTransport(Transport):
         for path in known:
             if path.is_file():
                 client.get_host_keys().load(str(path))
-        proxy = paramiko.ProxyCommand(config["proxycommand"]) if config.get("proxycommand") else None
+        try:
+            proxy = _ProxyCommand(config["proxycommand"]) if config.get("proxycommand") else None
+        except (OSError, ValueError) as error:
+            raise TargetError(f"cannot run the ProxyCommand for {target.host} from ~/.ssh/config: {error}") from None
         keys = [str(Path(p).expanduser()) for p in config.get("identityfile", [])]
         keys = [p for p in keys if os.path.exists(p)]
         where = f"{user + '@' if user else ''}{hostname}:{port}"
@@ -145,6 +188,7 @@ class SftpTransport(Transport):
             raise TargetError(f"cannot connect to {where}: {error}; check the host, port and that sshd runs") from None
         try:
             sftp = client.open_sftp()
+            sftp.get_channel().settimeout(io_timeout)  # a stalled connection fails instead of hanging
             root = target.path if target.path.startswith("/") else posixpath.join(sftp.normalize("."), target.path)
         except (paramiko.SSHException, OSError, EOFError) as error:
             client.close()
@@ -153,7 +197,25 @@ class SftpTransport(Transport):
                 "(Subsystem sftp internal-sftp)"
             ) from None
         user_part = f"{user}@" if user else ""
-        return cls(client, sftp, root, f"sftp://{user_part}{hostname}:{port}{root}")
+        return cls(client, sftp, root, f"sftp://{user_part}{hostname}:{port}{root}", io_timeout)
+
+    def _connection_lost(self, error: BaseException):
+        transport = self.client.get_transport()
+        if isinstance(error, socket.timeout):
+            reason = f"the server did not answer for {self.io_timeout:.0f} s"
+        elif isinstance(error, (EOFError, paramiko.SSHException)) or transport is None or not transport.is_active():
+            reason = f"the connection was lost ({error or type(error).__name__})"
+        else:
+            return None
+        self.lost = (
+            f"{reason}; nothing was triggered for an unfinished batch. Check the network and push again "
+            "(the next push removes what this one left)"
+        )
+        try:
+            self.client.close()  # later operations fail at once instead of waiting again
+        except Exception:  # noqa: BLE001 - closing what is already broken
+            pass
+        return self.lost
 
     def _path(self, name: str) -> str:
         return posixpath.join(self.root, name)
@@ -277,15 +339,22 @@ class SftpTransport(Transport):
             return None
 
     def now(self) -> float:
-        probe = f"{TEMP_PREFIX}clock-{uuid.uuid4().hex[:8]}"
-        self.write(probe, b"")
-        try:
-            return self.mtime(probe)
-        finally:
-            self.remove(probe)
+        for _ in range(3):
+            probe = f"{TEMP_PREFIX}clock-{uuid.uuid4().hex[:8]}"
+            self.write(probe, b"")
+            try:
+                stamp = self.mtime(probe)
+            finally:
+                self.remove(probe)
+            if stamp is not None:
+                return stamp
+            # A push's clean-up removed the probe between our write and our read: write another.
+        return time.time()
 
     def close(self) -> None:
         try:
             self.sftp.close()
+        except Exception:  # noqa: BLE001 - the connection may already be gone
+            pass
         finally:
             self.client.close()
