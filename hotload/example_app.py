@@ -79,10 +79,11 @@ class CounterApp:
         self.gst.run("", files=[example_dir() / "build-image.st"], env=env)
         return LoaderInstaller("gst", str(self.staging), self.interval_ms).bake(self.image)
 
-    def start(self, serve: bool = True, timeout: float = 30.0):
-        """Start the image; `serve=False` relies on Swazoo restarting itself from a saved image."""
-        code = (example_dir() / "serve.st").read_text() if serve else "Semaphore new wait"
-        env = dict(os.environ, COUNTER_PORT=str(self.port))
+    def start(self, serve: bool = True, timeout: float = 30.0, before: str = "", env: Optional[dict] = None):
+        """Start the image; `serve=False` relies on Swazoo restarting itself from a saved image.
+        `before` is Smalltalk run first (statements ending in `!`), `env` extra environment variables."""
+        code = before + ((example_dir() / "serve.st").read_text() if serve else "Semaphore new wait")
+        env = dict(os.environ, COUNTER_PORT=str(self.port), **(env or {}))
         self.process = self.gst.start(self.image, code, self.log, env=env, folder=self.folder)
         try:
             self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer", timeout)
