@@ -2,24 +2,33 @@
 
     >>> installer = LoaderInstaller("gst", "/srv/app/staging", interval_ms=2000)
     >>> installer.bake("app.im").actions          # runs gst on the image and saves it
-    >>> installer.live(port=12345).actions        # gst-remote into a running image
+    >>> with open_transport(parse_target("/srv/app/staging")) as transport:   # gst-remote into a running
+    ...     installer.live(12345, "/srv/app/staging/loader", transport=transport)  # image, then a fresh heartbeat
     >>> print(LoaderInstaller("pharo", "/srv/app/staging").snippet("/srv/app/staging/loader").snippet)
 
 The loader sources go to `<staging>/loader/` for the live and snippet ways, so
 the image reads them from its own machine.
 """
 
+import secrets
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import HotloadError
+from . import protocol
+from .errors import HotloadError, NoLoaderRunning, TargetError
 from .gst import Gst
 from .loader_sources import loader_files, st_string
+from .protocol import VersionMismatch
+from .status import fresh_conflict, read_heartbeat
 
 LOADER_FOLDER = "loader"
+GST_REMOTE_TIMEOUT = 120  # seconds for gst-remote to file the loader in and start it
+HEARTBEAT_POLL = 0.25  # seconds between reads of `heartbeat` while confirming a live install
+_MARK = "hotload-live-install"
 
 _FILE_IN = {
     "gst": "FileStream fileIn: {path}",
@@ -115,28 +124,135 @@ class LoaderInstaller:
             raise InstallError(f"{shown} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
         return InstallResult(self.dialect, "baked", self.staging, [f"ran {shown}", f"saved {image}"])
 
-    def live(self, port: int, loader_folder: str, host: Optional[str] = None) -> InstallResult:
-        """Load and start the loader in a running gst image served by `gst-remote --server`."""
+    def live(self, port: int, loader_folder: str, host: Optional[str] = None, *, transport,
+             wait: Optional[float] = None) -> InstallResult:
+        """Load and start the loader in a running gst image served by `gst-remote --server`.
+
+        Succeeds only when the new loader runs: after gst-remote returns, a heartbeat written after
+        the install started must appear in the staging directory (read through `transport`) within
+        `wait` seconds (default: `confirm_wait`), and its loader id must differ from the one there
+        before. gst-remote that cannot reach the image is a TargetError (exit 5); a loader
+        that does not start or write a fresh heartbeat is NoLoaderRunning (exit 3).
+        """
         if self.dialect != "gst":
             raise InstallError("live installation uses gst-remote and works for GNU Smalltalk only; "
                                "for Pharo or Squeak use the printed snippet")
         remote = shutil.which("gst-remote")
         if not remote:
             raise InstallError("gst-remote is not installed (it comes with GNU Smalltalk)")
-        code = ". ".join(self.file_in_statements(loader_folder) + [self.start_statement()]) + "."
-        command = [remote, f"--port={port}", "--eval", code] + ([host] if host else [])
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode != 0 or "error" in output.lower():
-            raise InstallError(
-                f"gst-remote on port {port} failed: {output or 'exit ' + str(result.returncode)}; "
-                "is the image running under `gst-remote --server`?"
+        where = f"port {port}" + (f" of {host}" if host else "")
+        before = self._heartbeat(transport)[0]
+        started = transport.now()
+        nonce = secrets.token_hex(6)
+        output = self._run_gst_remote(remote, port, host, self._live_code(loader_folder, nonce), where)
+        connected, started_ok, failure = self._outcome(output, nonce)
+        if not connected:
+            raise TargetError(
+                f"gst-remote could not reach a gst image on {where}: {_first_line(output) or 'no answer'}; "
+                f"is the image running under `gst-remote --server --port={port}`?"
             )
+        if not started_ok:
+            raise NoLoaderRunning(
+                f"gst-remote reached the image on {where} but the loader did not start: "
+                f"{failure or _first_line(output) or 'no reason given'}; see the image's Transcript"
+            )
+        returned = transport.now()
+        seconds = self.confirm_wait(before, started) if wait is None else wait
+        beat = self._wait_for_fresh_heartbeat(transport, before, started, returned, seconds, where)
         return InstallResult("gst", "live", self.staging, [
-            f"filed the loader in from {loader_folder} through gst-remote on port {port}",
+            f"filed the loader in from {loader_folder} through gst-remote on {where}",
             f"started it: {self.start_statement()}",
+            f"it runs: fresh heartbeat from loader {beat.id or '(no id)'} ({beat.dialect}, interval {beat.interval_ms} ms, "
+            f"priority {beat.priority or '?'}, image {beat.image or '?'})",
             "the image on disk does not have the loader until it is saved (a save-only trigger does that)",
         ])
+
+    def confirm_wait(self, before=None, started: float = 0.0) -> float:
+        """How long `live` waits for the new loader's first fresh heartbeat: max(3 x interval, 10 s),
+        longer when a loader's heartbeat was fresh at the start: the new loader may stand by (protocol 2)
+        until that heartbeat is stale by its own clock, then take the directory over."""
+        seconds = max(3 * self.interval_ms / 1000.0, 10.0)
+        if before is not None and started - before.time <= before.max_age():
+            seconds += max(before.max_age(), seconds) + 1.0
+        return seconds
+
+    def _live_code(self, loader_folder: str, nonce: str) -> str:
+        """One gst-remote evaluation: a marker proving the image runs it, then the install, guarded so
+        that its outcome is printed whatever fails (each statement of an evaluation runs on its own)."""
+        priority = "nil" if self.priority is None else str(int(self.priority))
+        steps = self.file_in_statements(loader_folder) + [
+            f"(Smalltalk at: #HLLoader) startOn: {st_string(self.staging)} interval: {self.interval_ms} priority: {priority}",
+            f"{st_string(_MARK + ' started ' + nonce)} displayNl",
+        ]
+        return (
+            f"{st_string(_MARK + ' connected ' + nonce)} displayNl.\n"
+            f"[ {'. '.join(steps)} ]\n"
+            f"    on: Error do: [ :e | ({st_string(_MARK + ' failed ' + nonce + ' ')} , e class name , ': ' , "
+            f"e messageText displayString) displayNl. e return: nil ]"
+        )
+
+    @staticmethod
+    def _outcome(output: str, nonce: str):
+        """(connected, started, failure text) from gst-remote's output."""
+        connected = started = False
+        failure = ""
+        for line in output.splitlines():
+            line = line.strip()
+            if line == f"{_MARK} connected {nonce}":
+                connected = True
+            elif line == f"{_MARK} started {nonce}":
+                started = True
+            elif line.startswith(f"{_MARK} failed {nonce} "):
+                failure = line[len(f"{_MARK} failed {nonce} "):]
+        return connected, started and not failure, failure
+
+    @staticmethod
+    def _run_gst_remote(remote: str, port: int, host: Optional[str], code: str, where: str) -> str:
+        # gst-remote exits 1 when it cannot connect ("gst-remote: Connection refused") or the host is
+        # invalid, but 0 when it reaches nothing through ssh (user@host), when the peer is not a
+        # gst-remote server or closes the connection: the markers in the output decide, not the status.
+        command = [remote, f"--port={port}", "--eval", code] + ([host] if host else [])
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=GST_REMOTE_TIMEOUT,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise TargetError(
+                f"gst-remote on {where} did not answer within {GST_REMOTE_TIMEOUT} s; "
+                f"is the process listening there a gst image started with `gst-remote --server --port={port}`?"
+            ) from None
+        return result.stdout + "\n" + result.stderr
+
+    @staticmethod
+    def _heartbeat(transport, server_now=None):
+        """(Heartbeat or None, the VersionMismatch met instead or None)."""
+        try:
+            return read_heartbeat(transport, server_now)[0], None
+        except VersionMismatch as error:
+            return None, error
+
+    def _wait_for_fresh_heartbeat(self, transport, before, started: float, returned: float, seconds: float,
+                                  where: str):
+        before_id = getattr(before, "id", "") or ""
+        deadline = time.monotonic() + seconds
+        mismatch = None
+        while True:
+            beat, mismatch = self._heartbeat(transport, server_now=lambda: returned)
+            if beat is not None and _is_new(beat, before_id, started, returned):
+                return beat
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(HEARTBEAT_POLL)
+        problem = f"no heartbeat from the new loader appeared in {transport.description} in {seconds:.0f} s"
+        if mismatch is not None:
+            problem += (f" (the heartbeat there is protocol {mismatch.found}; this hotload speaks "
+                        f"{protocol.VERSION}: install the loader sources of this hotload)")
+        conflict = fresh_conflict(transport, server_now=lambda: returned)
+        if conflict is not None and conflict.time > started:
+            problem += f"; the new loader stands by: {conflict.describe()}"
+        raise NoLoaderRunning(
+            f"gst-remote ran but {problem}: is the image at {where} the one that serves this staging "
+            f"directory ({self.staging})? See its Transcript"
+        )
 
     def snippet(self, loader_folder: str) -> InstallResult:
         """The exact code to evaluate in a Playground (Pharo), Workspace (Squeak) or gst REPL."""
@@ -146,3 +262,21 @@ class LoaderInstaller:
             f"the loader sources are in {loader_folder}",
             "evaluate the snippet below in the running image (select all, Do it)",
         ], code)
+
+
+def _is_new(beat, before_id: str, started: float, returned: float) -> bool:
+    """Written by the loader just started: after the install began and, when loaders carry an id, by
+    another loader than the one there before; without ids, after gst-remote returned (by then
+    `startOn:` has stopped any previous loader of this image)."""
+    if beat.time <= started:
+        return False
+    beat_id = getattr(beat, "id", "") or ""
+    if beat_id:
+        return beat_id != before_id
+    return beat.time > returned
+
+
+def _first_line(output: str) -> str:
+    """What gst-remote (or ssh, or whatever answered on the port) said first, markers aside."""
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not line.strip().startswith(_MARK)]
+    return lines[0][:300] if lines else ""

@@ -1,15 +1,12 @@
-"""hotload install-loader: baked, live through gst-remote, and as a snippet."""
+"""hotload install-loader: baked and as a snippet; the pure parts of the live way (live images: test_install_live.py)."""
 
 import shutil
-import subprocess
-import time
 
 import pytest
 
 from conftest import run_hotload
-from hotload import protocol
-from hotload.example_app import free_port
 from hotload.gst import Gst
+from hotload.install import LoaderInstaller, _is_new
 from hotload.loader_sources import loader_files
 from hotload.protocol import Heartbeat
 
@@ -34,32 +31,6 @@ def test_bake_into_an_image(tmp_path, plain_image):
         image=plain_image,
     )
     assert f"{staging}\n500\n4" in output
-
-
-@needs_gst
-def test_live_install_through_gst_remote(tmp_path, plain_image):
-    remote = shutil.which("gst-remote")
-    port = free_port()
-    server = subprocess.Popen([remote, "--server", f"--port={port}", "-I", str(plain_image)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 10
-        while subprocess.run([remote, f"--port={port}", "--eval", "nil"], capture_output=True).returncode != 0:
-            assert time.time() < deadline, "gst-remote server did not start"
-            time.sleep(0.2)
-        staging = tmp_path / "live-staging"
-        result = run_hotload("install-loader", "--to", staging, "--dialect", "gst", "--live-port", port, "--interval", 300, check=True)
-        assert "gst-remote on port" in result.stdout or "through gst-remote" in result.stdout
-        assert (staging / "loader" / "Hotload-GST.st").is_file()
-        deadline = time.time() + 5
-        while not (staging / protocol.HEARTBEAT).exists():
-            assert time.time() < deadline, "the live loader wrote no heartbeat"
-            time.sleep(0.1)
-        beat = Heartbeat.parse((staging / protocol.HEARTBEAT).read_text())
-        assert beat.dialect == "gst" and beat.interval_ms == 300
-    finally:
-        subprocess.run([remote, f"--port={port}", "--kill"], capture_output=True)
-        server.kill()
-        server.wait(10)
 
 
 @pytest.mark.parametrize("dialect, file_in", [("pharo", "CodeImporter evaluateFileNamed:"), ("squeak", "FileStream fileIn:")])
@@ -96,3 +67,41 @@ def test_bad_install_requests_are_refused(tmp_path):
     assert result.returncode == 2 and "absolute path" in result.stderr
     result = run_hotload("install-loader", "--to", tmp_path, "--dialect", "gst", "--image", tmp_path / "missing.im")
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_a_fresh_heartbeat_is_one_written_after_the_install_by_a_new_loader():
+    started, returned = 1000.5, 1003.2
+    assert _is_new(Heartbeat(1001, id="b"), "a", started, returned)
+    assert _is_new(Heartbeat(1001, id="b"), "", started, returned)
+    assert not _is_new(Heartbeat(1000, id="b"), "a", started, returned)  # written before the install
+    assert not _is_new(Heartbeat(1005, id="a"), "a", started, returned)  # the loader that was there
+    # Without ids, only a heartbeat written after gst-remote returned (startOn: had stopped the old loader).
+    assert not _is_new(Heartbeat(1002), "", started, returned)
+    assert _is_new(Heartbeat(1004), "", started, returned)
+
+
+def test_gst_remote_output_is_read_by_its_markers():
+    outcome = LoaderInstaller._outcome
+    assert outcome("", "n1") == (False, False, "")
+    assert outcome("ssh: connect to host h port 22: Connection refused\n", "n1") == (False, False, "")
+    assert outcome("hotload-live-install connected n0\nhotload-live-install started n0\n", "n1") == (False, False, "")
+    done = "hotload-live-install connected n1\n[hotload] loader (gst) polling\nhotload-live-install started n1\n"
+    assert outcome(done, "n1") == (True, True, "")
+    failed = "hotload-live-install connected n1\nhotload-live-install failed n1 SystemExceptions.FileError: could not open x\n"
+    assert outcome(failed, "n1") == (True, False, "SystemExceptions.FileError: could not open x")
+
+
+def test_the_install_code_prints_its_outcome_whatever_fails():
+    code = LoaderInstaller("gst", "/srv/st", 500, 4)._live_code("/srv/st/loader", "n1")
+    assert code.startswith("'hotload-live-install connected n1' displayNl.")
+    assert "FileStream fileIn: '/srv/st/loader/Hotload-Core.st'. FileStream fileIn: '/srv/st/loader/Hotload-GST.st'" in code
+    assert "(Smalltalk at: #HLLoader) startOn: '/srv/st' interval: 500 priority: 4. 'hotload-live-install started n1' displayNl ]" in code
+    assert "on: Error do: [ :e | ('hotload-live-install failed n1 ' , e class name" in code
+
+
+def test_the_wait_covers_a_previous_loader_going_stale():
+    installer = LoaderInstaller("gst", "/srv/st", 500)
+    assert installer.confirm_wait() == 10.0
+    assert LoaderInstaller("gst", "/srv/st", 5000).confirm_wait() == 15.0
+    assert installer.confirm_wait(Heartbeat(900, interval_ms=2000), started=1000) == 10.0  # stale before
+    assert installer.confirm_wait(Heartbeat(995, interval_ms=2000), started=1000) == 21.0  # fresh: may stand by
