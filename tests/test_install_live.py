@@ -265,9 +265,6 @@ def test_same_package_in_a_baked_and_a_live_installed_loader(seaside_image, remo
     assert live_lines == EXPECTED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HLGSTPlatform>>checkSyntax:in: (verification of a pushed batch) still compiles with the image's "
-    "installed compiler; it needs the VM compiler that compile:in:classified: uses"))
 def test_batch_verification_is_the_same_baked_and_live(seaside_image, remote_image, tmp_path):
     check = "('syntax ' , (HLPlatform current checkSyntax: 'probe ^ WADispatcher default' in: nil) printString) displayNl"
     baked = tmp_path / "baked.im"

@@ -8,6 +8,7 @@ the step implies, and the loader must say what happened to the batch: never sile
 """
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ STEPS = {
     "journalInstall": (False, "failed"),  # verification about to start
     "installed": (False, "failed"),  # v2 installed in memory only
     "journalSave": (False, "failed"),  # about to snapshot
+    "writing": (False, "failed"),  # killed while the snapshot is being written (no hook: the file appears)
     "snapshot": (False, "failed"),  # <image>.hotload-new written, <image> is still the old one
     "backup": (False, "failed"),  # <image>.bak linked, <image> is still the old one
     "renamed": (True, "ok"),  # the new image is in place; nothing recorded yet
@@ -96,8 +98,15 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(prepared,
     app.start(before=STOP_HOOK, env={"HOTLOAD_TEST_STOP_AT": step, "HOTLOAD_TEST_MARKER": str(marker)})
     try:
         pushed = run_hotload("push", v2, "--to", app.staging, "--json", check=True)
-        batch = __import__("json").loads(pushed.stdout)["batch"]
-        app.wait_until(marker.exists, f"the loader to reach step {step}")
+        batch = json.loads(pushed.stdout)["batch"]
+        if step == "writing":
+            snapshot = app.image.with_name(app.image.name + ".hotload-new")
+            deadline = time.monotonic() + 30
+            while not snapshot.exists() and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            assert snapshot.exists(), "the loader never started its snapshot"
+        else:
+            app.wait_until(marker.exists, f"the loader to reach step {step}")
     finally:
         app.stop()  # SIGKILL, at that very step
 
@@ -186,7 +195,7 @@ def test_two_images_on_one_staging_directory(prepared, tmp_path):
         assert status.returncode == 3 and "two images poll" in status.stdout
 
         pushed = run_hotload("push", v2, "--to", app.staging, "--json", check=True)
-        batch = __import__("json").loads(pushed.stdout)["batch"]
+        batch = json.loads(pushed.stdout)["batch"]
         app.wait_until(
             lambda: Status.parse((app.staging / protocol.STATUS).read_text()).batch == batch, "the batch to load"
         )
