@@ -475,8 +475,10 @@ def _read_declaration(header: str, following: Optional[str], snapshot: Snapshot)
             definition.comment = following.lstrip("\n")
             definition.comment_stamp = message.string_arg("commentStamp:") or ""
         return
-    if class_name and selector == "" and header.strip().endswith("reorganize"):
-        return
+    if message is None:  # `Foo reorganize` / `Foo class reorganize`: the chunk after it is skipped
+        tokens = _tokens(header)
+        if tokens and tokens[-1] == ("identifier", "reorganize") and _receiver_class(tokens[:-1])[0]:
+            return
     raise ChunkError(f"unknown reader declaration !{header.strip()[:60]}!")
 
 
@@ -535,7 +537,9 @@ def _class_definition(message: _Message, kind_keyword: str) -> ClassDefinition:
         superclass=None if superclass in ("nil", "ProtoObject nil") else superclass,
         kind=kind_keyword[:-1],
         instance_variables=_names(
-            message.string_arg("instanceVariableNames:") or message.string_arg("instanceVariablesNames:")
+            message.string_arg("instanceVariableNames:")
+            or message.string_arg("instanceVariablesNames:")
+            or " ".join(_string_value(t) for t in message.arg("slots:") or () if t[0] == "symbol")  # slots: {#a. #b}
         ),
         class_variables=_names(message.string_arg("classVariableNames:")),
         pool_dictionaries=_names(message.string_arg("poolDictionaries:")),

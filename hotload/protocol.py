@@ -75,7 +75,7 @@ def check_package_file_name(name: str) -> str:
 
 
 def is_batch_id(name: str) -> bool:
-    return bool(_BATCH_ID.match(name))
+    return bool(_BATCH_ID.fullmatch(name))  # not match: its `$` also matches before a final newline
 
 
 def check_batch_id(batch: str) -> str:
@@ -180,6 +180,8 @@ class Manifest:
         fields: Dict[str, List[str]] = {}
         entries = []
         for row in parse_record(text, "manifest"):
+            if row[0] == "end":
+                raise ProtocolError("the manifest has text after an 'end' line")
             if row[0] == "package":
                 if len(row) != 6 or not _DIGITS.match(row[1]) or not _DIGITS.match(row[3]) or not _SHA256.match(row[4]):
                     raise ProtocolError(f"bad package line in manifest: {' '.join(row)!r}")
@@ -268,8 +270,9 @@ def parse_trigger(text: str) -> Optional[str]:
     """The batch a trigger names, or None for a save-only (empty) trigger."""
     if not text.strip():
         return None
-    fields = {row[0]: row[1:] for row in parse_record(text, "trigger")}
-    return check_batch_id((fields.get("batch") or [""])[0])
+    # the first batch row with a value, as the loader's HLRecord>>at: reads it
+    batches = [row[1] for row in parse_record(text, "trigger") if row[0] == "batch" and len(row) > 1]
+    return check_batch_id(batches[0] if batches else "")
 
 
 def _number(text: str) -> float:
