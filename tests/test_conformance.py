@@ -20,15 +20,6 @@ from hotload.loader_sources import loader_files, st_string
 
 HERE = Path(__file__).resolve().parent / "conformance"
 
-#: Examples the loader still gets wrong, each with the change that fixes it. strict: once the loader is
-#: fixed the test passes unexpectedly and fails, so the entry is removed with the fix.
-LOADER_PENDING = {
-    "chunks/keyword-selector-assignment-without-space": (
-        "HLMethodDefinition class>>selectorOfSource: reads the `x:` of `x:= aNumber` as a keyword of the pattern"
-    ),
-}
-
-
 # -- the examples ----------------------------------------------------------------------------
 
 
@@ -246,14 +237,7 @@ def test_loader_renders_every_example(loader_renderings):
     assert sorted(loader_renderings) == sorted(example.id for example in EXAMPLES)
 
 
-def _loader_params():
-    for example in EXAMPLES:
-        if example.id in LOADER_PENDING:
-            yield pytest.param(example, marks=pytest.mark.xfail(reason=LOADER_PENDING[example.id], strict=True))
-        else:
-            yield example
 
-
-@pytest.mark.parametrize("example", _loader_params(), ids=_id)
+@pytest.mark.parametrize("example", EXAMPLES, ids=_id)
 def test_loader(example, loader_renderings):
     assert loader_renderings.get(example.id) == example.expected

@@ -177,3 +177,14 @@ def test_save_only_trigger_saves_and_loads_nothing(app):
     assert app.image.stat().st_mtime_ns > before
     assert (app.staging / "Stray-x.1.mcz").exists()  # nothing was loaded or consumed
     (app.staging / "Stray-x.1.mcz").unlink()
+
+
+def test_a_dotted_namespace_superclass_loads_as_a_class_definition(app, tmp_path):
+    """`Seaside.WAComponent subclass: #Foo` is a class definition for the client and the loader alike."""
+    source = class_def("HLDotted", superclass="Seaside.WAComponent", category="Counter-Dotted") + method(
+        "HLDotted", "greeting\n\t^ 'dotted'"
+    )
+    package = make_package(tmp_path, "Counter-Dotted", source, author="dots")
+    result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["result"] == "ok"  # as a doit, the method would fail: no class HLDotted
