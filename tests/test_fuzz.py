@@ -1,0 +1,355 @@
+"""Property-based fuzzing of the readers: for any input only hotload's own errors may escape.
+
+    HOTLOAD_FUZZ_EXAMPLES=10000 python3 -m pytest -q -m fuzz tests/test_fuzz.py   # as .ci/run does
+
+By default each reader gets 200 examples (HOTLOAD_FUZZ_EXAMPLES sets the count).
+"""
+
+import functools
+import io
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from conftest import CORPUS
+from helpers import class_def, make_package, method
+from hotload import sexpr
+from hotload.chunks import ChunkError, Snapshot, _read_chunks, read_source
+from hotload.errors import HotloadError
+from hotload.mcz import parse_version_info, read_mcz
+
+settings.register_profile(
+    "hotload-fuzz",
+    max_examples=int(os.environ.get("HOTLOAD_FUZZ_EXAMPLES", "200")),
+    deadline=None,
+    database=None,  # nothing written into the work tree
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+fuzz_settings = settings.get_profile("hotload-fuzz")
+pytestmark = pytest.mark.fuzz
+
+OWN_ERRORS = (HotloadError, ChunkError, sexpr.SexprError)
+
+
+def own_errors_only(call, label=""):
+    """The call's result, or None when it raised one of hotload's errors; anything else fails the test."""
+    try:
+        result = call()
+    except OWN_ERRORS as error:
+        event(f"{label}{type(error).__name__}")
+        return None
+    event(f"{label}read")
+    return result
+
+
+# Each input is decoded from one drawn byte string (a "recipe"): one draw per example keeps
+# hypothesis fast enough for 10,000 examples a reader, and it still shrinks a failure to a short recipe.
+
+
+def pick(table, byte: int):
+    return table[byte % len(table)]
+
+
+def edit(text, recipe: bytes, table):
+    """Edit text as recipe says, three bytes an edit: replace, insert, delete or repeat a stretch."""
+    for index in range(0, len(recipe) - 2, 3):
+        kind, where, what = recipe[index : index + 3]
+        at = where * len(text) // 256
+        if kind % 4 == 0:
+            text = text[:at] + pick(table, what) + text[at + 1 :]
+        elif kind % 4 == 1:
+            text = text[:at] + pick(table, what) + text[at:]
+        elif kind % 4 == 2:
+            text = text[:at] + text[at + 1 + what % 16 :]
+        else:
+            text = text[:at] + text[at : at + 1 + what % 16] * (2 + kind // 64) + text[at:]
+    return text
+
+
+# -- s-expressions --------------------------------------------------------------------------------
+
+KEYS = ["name", "id", "ancestors", "stepChildren", "message", "author", "date", "time", "x"]
+SEXPR_TOKENS = ["(", ")", "(", ")", " ", "\t", "\r\n", "'", "''", "'a'", "'it''s'", "'\u00e9'", "!", "\x00", "#", "1", "(id 'a')", *KEYS]
+
+
+def tree_from(recipe: bytes):
+    """A tree of lists, words and strings: each byte opens a list, closes one or adds a leaf."""
+    stack = [[]]
+    for byte in recipe:
+        if byte % 5 == 0:
+            stack.append([])
+        elif byte % 5 == 1 and len(stack) > 1:
+            done = stack.pop()
+            stack[-1].append(done)
+        elif byte % 2:
+            stack[-1].append(sexpr.Symbol(pick(KEYS, byte // 5)))
+        else:
+            stack[-1].append(pick(["", "a", "it's", "''", "(x)", "\u00e9 \n"], byte // 5))
+    while len(stack) > 1:
+        done = stack.pop()
+        stack[-1].append(done)
+    return stack[0]
+
+
+def render(tree) -> str:
+    if isinstance(tree, list):
+        return "(" + " ".join(render(item) for item in tree) + ")"
+    return str(tree) if isinstance(tree, sexpr.Symbol) else sexpr.quote(tree)
+
+
+@fuzz_settings
+@given(st.binary(min_size=1, max_size=160))
+def test_fuzz_sexpr_parse(recipe):
+    tree = tree_from(recipe)
+    assert sexpr.parse(render(tree)) == tree
+    own_errors_only(lambda: sexpr.parse(edit(render(tree), recipe[::-1][:12], SEXPR_TOKENS)), "edited tree: ")
+    own_errors_only(lambda: sexpr.parse("".join(pick(SEXPR_TOKENS, byte) for byte in recipe)), "tokens: ")
+
+
+# -- version members ----------------------------------------------------------------------------
+
+VERSION_IDS = ["a", "b", "c", "zz"]
+
+
+def version_text(recipe: bytes) -> str:
+    """A version member as Monticello nests it: each byte wraps the history so far in newer versions
+    (up to 620 at once), perhaps with a back-reference or another ancestor beside it, or changes
+    the fields of the versions after it; the last bytes edit the text."""
+    fields = ""
+
+    def version(number: int, ancestors: str = "") -> str:
+        return f"(name 'V-x.{number}' id '{pick(VERSION_IDS, number)}'{fields} ancestors ({ancestors}) stepChildren ())"
+
+    history, edits = recipe[:-9] or recipe, recipe[-9:] if len(recipe) > 9 else b""
+    text = version(0)
+    for byte in history:
+        operation, argument = byte % 8, byte // 8
+        if operation < 4:
+            text = version(argument, text)
+        elif operation == 4:
+            text = version(argument, f"{text} (id '{pick(VERSION_IDS, argument)}')")
+        elif operation == 5:
+            text = version(argument, f"{text} {version(argument + 1)}")
+        elif operation == 6:
+            fields = f"{fields} {pick(KEYS, argument)} {pick(['', 'x', '(x)', '()'], argument // 9)}" if argument > 3 else ""
+        else:
+            opening, closing = version(argument, "\0").split("\0")
+            text = opening * (argument * 20) + text + closing * (argument * 20)
+    return edit(text, edits, SEXPR_TOKENS)
+
+
+@fuzz_settings
+@given(st.binary(min_size=1, max_size=160))
+def test_fuzz_parse_version_info(recipe):
+    info = own_errors_only(lambda: parse_version_info(version_text(recipe)), "history: ")
+    if info is not None:
+        history = list(info.ancestry())
+        assert all(isinstance(each.name, str) for each in history)
+        repr(info), hash(info)
+    own_errors_only(lambda: parse_version_info("".join(pick(SEXPR_TOKENS, byte) for byte in recipe)), "tokens: ")
+
+
+# -- chunk sources --------------------------------------------------------------------------------
+
+WHOLE_CHUNKS = [
+    class_def("Foo", ivars="a b").replace("\n", "\r"),
+    "Seaside.WAComponent subclass: #Bar instanceVariableNames: '' classVariableNames: '' package: 'X'!\n",
+    "nil subclass: #N instanceVariableNames: '' classVariableNames: '' category: 'X'!\r",
+    "Foo subclass: #Baz uses: TFoo + TBar - {#x} instanceVariableNames: '' classVariableNames: '' package: 'X'!\r",
+    "Trait named: #TFoo uses: {} category: 'X'!\r",
+    "Foo class instanceVariableNames: 'r'!\r",
+    "Foo class uses: TFoo classTrait!\r",
+    "SystemOrganization addCategory: #'X'!\r",
+    "!Foo commentStamp: 'jd 1/1/2020' prior: 0!\r",
+    "I am a comment!\r",
+    "Foo initialize!\r",
+    "!Foo reorganize!\r('acc' a)\r!\r",
+    method("Foo", "a\r\t^ a"),
+    method("Foo class", "at: i put: v\r\t^ v", protocol="x"),
+    method("Seaside.WAComponent", "b\r\t^ 'it''s!!'"),
+    "\r",
+    " ",
+]
+PIECES = [
+    "!Foo methodsFor: 'acc' stamp: 'jd 1/1/2020 10:00'!\r",
+    "!Foo classSide methodsFor: 'x'!\n",
+    "+ other\r\t^ self",
+    "! !\r",
+    "!",
+    "!!",
+    "\r",
+    "\n",
+    " ",
+    "\t",
+    "'",
+    "''",
+    '"',
+    '"comment"',
+    "#",
+    "#sym:with:",
+    "$!",
+    ":=",
+    "[",
+    "]",
+    "{",
+    "}",
+    "(",
+    ")",
+    "Foo",
+    "subclass:",
+    "class",
+    "methodsFor:",
+    "\u00e9",
+    "\x00",
+    "1",
+]
+
+
+def chunk_text(recipe: bytes) -> str:
+    """Mostly whole chunks, some pieces of them."""
+    return "".join(pick(WHOLE_CHUNKS, byte) if byte < 208 else pick(PIECES, byte) for byte in recipe)
+
+
+def touch(snapshot: Snapshot):
+    """Everything callers read from a snapshot, the lazy parts included."""
+    counts = snapshot.method_class_counts()
+    assert snapshot.method_count() == sum(counts.values())
+    methods = snapshot.methods
+    assert len(methods) == sum(counts.values())
+    for each in methods:
+        own_errors_only(lambda: each.selector, "selector: ")
+    assert snapshot.method_class_counts() == counts
+
+
+def method_fields(snapshot: Snapshot):
+    return [(m.class_name, m.meta, m.protocol, m.source, m.stamp) for m in snapshot.methods]
+
+
+@fuzz_settings
+@given(st.binary(min_size=1, max_size=120))
+def test_fuzz_read_source(recipe):
+    text = chunk_text(recipe)
+    snapshot = own_errors_only(lambda: read_source(text))
+    if snapshot is None:
+        return
+    touch(snapshot)
+    plain = Snapshot()  # the fast path (splitting at method units) reads what reading chunk by chunk reads
+    _read_chunks(text, plain, plain._methods, True)
+    assert (snapshot.categories, snapshot.classes, snapshot.doits) == (plain.categories, plain.classes, plain.doits)
+    assert method_fields(snapshot) == method_fields(plain)
+
+
+# -- .mcz files -----------------------------------------------------------------------------------
+
+
+def rezipped(data: bytes, compression: int) -> bytes:
+    """The zip rewritten with every member in one compression method, without snapshot.bin."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w", compression) as target:
+        for name in source.namelist():
+            if name != "snapshot.bin":
+                target.writestr(name, source.read(name))
+    return buffer.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def seeds():
+    """Small real packages to mutate: one written by `hotload pack`, the smallest of the corpus, each also stored."""
+    source = class_def("Shape", category="Demo") + method("Shape", "area\n\t^ 0") + method("Shape", "+ other\n\t^ self")
+    with tempfile.TemporaryDirectory() as folder:
+        found = [make_package(Path(folder), "Demo", source).read_bytes()]
+    if CORPUS.is_dir():
+        found += [path.read_bytes() for path in sorted(CORPUS.glob("*.mcz"), key=lambda path: path.stat().st_size)[:3]]
+    return [variant for data in found for variant in (data, rezipped(data, zipfile.ZIP_STORED))]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz") / "Fuzz-x.1.mcz"
+
+
+def zip_landmarks(data: bytes):
+    """Offsets of the zip's headers (local, central, end record): mutations there reach zipfile's parsing."""
+    marks = [0, max(0, len(data) - 22)]
+    for signature in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"):
+        at = data.find(signature)
+        while at != -1:
+            marks.append(at)
+            at = data.find(signature, at + 1)
+    return marks
+
+
+def mutated(data: bytes, recipe: bytes) -> bytes:
+    """The bytes edited as recipe says, four bytes an edit: flip a bit, set a byte, truncate, insert,
+    delete, or copy a stretch over another place; at an offset from a header or anywhere."""
+    data = bytearray(data)
+    landmarks = zip_landmarks(bytes(data))
+    for index in range(0, len(recipe) - 3, 4):
+        if not data:
+            break
+        kind, high, low, value = recipe[index : index + 4]
+        if kind & 0x80:
+            at = min(len(data) - 1, pick(landmarks, high) + low % 47)
+        else:
+            at = (high << 8 | low) % len(data)
+        kind %= 6
+        if kind == 0:
+            data[at] ^= 1 << value % 8
+        elif kind == 1:
+            data[at] = pick([0x00, 0x01, 0x08, 0x0C, 0x63, 0x7F, 0x80, 0xFF, value], value)
+        elif kind == 2:
+            del data[at:]
+        elif kind == 3:
+            data[at:at] = bytes([value]) * (1 + value % 8)
+        elif kind == 4:
+            del data[at : at + 1 + value % 64]
+        else:
+            start = (value * len(data)) // 256
+            data[at : at + 16] = data[start : start + 1 + value % 64]
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=None)
+def seed_members(index: int):
+    with zipfile.ZipFile(io.BytesIO(seeds()[index])) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def with_member_edited(index: int, recipe: bytes) -> bytes:
+    """A well-formed zip (right CRCs and sizes) whose one member is edited: the readers behind the zip get it."""
+    members = dict(seed_members(index))
+    name = pick(sorted(members), recipe[0])
+    members[name] = mutated(members[name], recipe[1:])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", pick([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], recipe[0] // 8)) as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+@fuzz_settings
+@given(st.binary(min_size=6, max_size=22))
+def test_fuzz_read_mcz(scratch, recipe):
+    index = recipe[0] % len(seeds())
+    if recipe[0] & 0x80:
+        scratch.write_bytes(with_member_edited(index, recipe[1:]))
+        label = "member edited: "
+    else:
+        scratch.write_bytes(mutated(seeds()[index], recipe[1:]))
+        label = "zip edited: "
+    package = own_errors_only(lambda: read_mcz(scratch), label)
+    if package is not None:
+        touch(package.snapshot)
+        package.extended_classes()
+        list(package.version.ancestry())
+
+
+def test_seeds_read_unmutated(scratch):
+    for data in seeds():
+        scratch.write_bytes(data)
+        assert read_mcz(scratch).snapshot.method_count() > 0
