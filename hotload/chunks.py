@@ -500,6 +500,8 @@ def _read_doit(chunk: str, snapshot: Snapshot):
             return
         if first == "named:" and _tokens_text(message.receiver) == "Trait":
             name = message.string_arg("named:")
+            if not name:
+                raise ChunkError("a trait definition without a trait name")
             snapshot.classes[name] = ClassDefinition(
                 name=name,
                 superclass=None,
@@ -511,7 +513,10 @@ def _read_doit(chunk: str, snapshot: Snapshot):
             )
             return
         if first == "addCategory:" and _tokens_text(message.receiver) == "SystemOrganization":
-            snapshot.categories.append(message.string_arg("addCategory:"))
+            category = message.string_arg("addCategory:")
+            if category is None:
+                raise ChunkError("addCategory: without a category")
+            snapshot.categories.append(category)
             return
         class_name, meta = _receiver_class(message.receiver)
         if meta and first in ("instanceVariableNames:", "uses:"):

@@ -164,6 +164,8 @@ WHOLE_CHUNKS = [
     "Trait named: #TFoo uses: {} category: 'X'!\r",
     "Foo class instanceVariableNames: 'r'!\r",
     "Foo class uses: TFoo classTrait!\r",
+    "Trait named: uses: {} category: 'X'!\r",
+    "SystemOrganization addCategory: !\r",
     "SystemOrganization addCategory: #'X'!\r",
     "!Foo commentStamp: 'jd 1/1/2020' prior: 0!\r",
     "I am a comment!\r",
@@ -217,6 +219,8 @@ def chunk_text(recipe: bytes) -> str:
 
 def touch(snapshot: Snapshot):
     """Everything callers read from a snapshot, the lazy parts included."""
+    assert all(isinstance(name, str) and name == each.name for name, each in snapshot.classes.items())
+    assert all(isinstance(category, str) for category in snapshot.categories)
     counts = snapshot.method_class_counts()
     assert snapshot.method_count() == sum(counts.values())
     methods = snapshot.methods

@@ -207,3 +207,12 @@ def test_versions_compare_without_their_history():
     first, second = parse_version_info(text), parse_version_info(text)
     assert first == second and hash(first) == hash(second)
     assert "A-jd.1" not in repr(first)
+
+
+@pytest.mark.parametrize(
+    "chunk, problem",
+    [("Trait named: uses: {} category: 'X'!\r", "without a trait name"), ("SystemOrganization addCategory: !\r", "without a category")],
+)
+def test_definitions_without_a_name_are_errors(chunk, problem):
+    with pytest.raises(ChunkError, match=problem):
+        read_source(chunk)
