@@ -327,9 +327,10 @@ class _MemberReader:
         text = sexpr.decode(self.read(name))
         try:
             return parser(text)
-        except (sexpr.SexprError, ChunkError) as error:
-            problem = f"{name}: {error}" if name == SOURCE_MEMBER else f"unparsable {name!r} member: {error}"
-            raise PackageError(self.path, f"{problem}; fix the source or export the package again") from None
+        except ChunkError as error:
+            raise PackageError(self.path, f"{name}: {error}; fix the source and pack or export it again") from None
+        except sexpr.SexprError as error:
+            raise PackageError(self.path, f"unparsable {name!r} member: {error}; {_DAMAGED}") from None
 
 
 _USED_NAMES = ("package", "version", SOURCE_MEMBER)

@@ -138,6 +138,19 @@ def duplicate_member(members):
     return bytearray(buffer.getvalue())
 
 
+def overlapping_members(members):
+    """`dependencies/B` lives inside the data of `dependencies/A`: one stretch of bytes read twice."""
+    inner = zip_bytes({"dependencies/B": b"(name 'B-x.1')"}, zipfile.ZIP_STORED)
+    inner_directory = central_entry(inner, "dependencies/B")
+    data = zip_bytes({**members, "dependencies/A": bytes(inner[:inner_directory])}, zipfile.ZIP_STORED)
+    end = bytes(data).rindex(b"PK\x05\x06")
+    count, size, offset = struct.unpack("<HII", data[end + 10 : end + 20])
+    extra = bytearray(inner[inner_directory : bytes(inner).rindex(b"PK\x05\x06")])
+    struct.pack_into("<I", extra, 42, data_start(data, "dependencies/A"))
+    directory = data[offset:end] + extra
+    return data[:offset] + directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count + 1, count + 1, len(directory), offset, 0)
+
+
 CORRUPT_KINDS = {
     # kind: (builder, what the message says)
     "crc": (crc_error, "damaged .*CRC"),
@@ -150,6 +163,7 @@ CORRUPT_KINDS = {
     "truncated file": (truncated_file, "not a zip archive"),
     "lying size": (lying_size, "damaged"),
     "duplicate member": (duplicate_member, "member 'version' appears twice"),
+    "overlapping members": (overlapping_members, "member 'dependencies/B' overlaps member 'dependencies/A'"),
 }
 
 
