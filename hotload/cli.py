@@ -44,6 +44,8 @@ class HotloadGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors (exit 2), --help (exit 0)
         except HotloadError as error:
             fail(error)
         except KeyboardInterrupt:
@@ -158,6 +160,7 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
             pusher = Pusher(
                 transport, lock_wait=lock_wait, break_lock=break_lock, pending_wait=min(timeout, 60.0),
                 on_progress=lambda name, sent: progress.advance(task, sent),
+                reconnect=lambda: open_transport(target, connect_timeout=5.0),
             )
             result = pusher.push(load_plan, entries=entries)
         report = {
@@ -167,6 +170,7 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
             "bytes": result.bytes_sent,
             "upload_seconds": round(result.seconds, 3),
             "cleaned": result.cleaned,
+            "kept": result.kept,
         }
         if not as_json:
             out.print(
@@ -175,6 +179,8 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
             )
             if result.cleaned:
                 out.print(f"  cleaned up after an interrupted push: {_short_list(result.cleaned)}")
+            for kept in result.kept:
+                out.print(f"  left as it is: {kept}", soft_wrap=True)
         if not wait:
             report["result"] = "pushed"
             return report, 0
@@ -188,6 +194,12 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
         if not as_json:
             print_status(status)
         return report, 0 if status.ok else 1
+
+
+def _seconds(ctx, param, value):
+    if value != value or value < 0:  # NaN would never time out
+        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
+    return value
 
 
 def print_status(status):
@@ -216,9 +228,9 @@ def print_status(status):
 @click.argument("packages", nargs=-1, required=True, type=click.Path())
 @click.option("--to", "targets", multiple=True, required=True, help="Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images.")
 @click.option("--wait", is_flag=True, help="Follow the loader until the batch is loaded or failed.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the loader.")
-@click.option("--break-lock", is_flag=True, help="Remove a stale lock left by a dead push.")
-@click.option("--lock-wait", default=30.0, show_default=True, help="Seconds to wait for another push's lock.")
+@click.option("--timeout", default=120.0, show_default=True, callback=_seconds, help="Seconds to wait for the loader.")
+@click.option("--break-lock", is_flag=True, help="Remove a stale lock, or one whose holder is no longer running on this host.")
+@click.option("--lock-wait", default=30.0, show_default=True, callback=_seconds, help="Seconds to wait for another push's lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     """Upload packages to staging directories and trigger the loader.
@@ -258,6 +270,8 @@ def watch(paths, targets, dist, author, timeout):
     """Pack and push (with --wait) whenever a .st source or .mcz package changes."""
     from pathlib import Path
 
+    from rich.markup import escape
+
     from .watch import Watcher
 
     from .push import manifest_entries
@@ -265,13 +279,17 @@ def watch(paths, targets, dist, author, timeout):
     def push_now(packages):
         load_plan = LoadPlan.build([read_mcz(p) for p in packages])
         entries = manifest_entries(load_plan)
+        failed = []
         for target in targets:
             try:
                 report, _ = _push_one(load_plan, entries, target, True, timeout, False, 30.0, False)
-            except HotloadError as error:
-                err.print(f"[bold red]hotload:[/] {target}: {error}")
+            except (HotloadError, OSError) as error:
+                failed.append(target)
+                err.print(f"[bold red]hotload:[/] {escape(target)}: " + escape("; ".join(str(error).splitlines())))
+        if failed:  # the watcher pushes these packages again with the next change
+            raise HotloadError(f"{len(failed)} of {len(targets)} target(s) not reached: {', '.join(failed)}")
 
-    Watcher(paths, push_now, Path(dist), author=author, say=lambda line: out.print(line)).run()
+    Watcher(paths, push_now, Path(dist), author=author, say=lambda line: out.print(line, markup=False)).run()
 
 
 # -- install-loader ------------------------------------------------------------------------

@@ -86,6 +86,7 @@ class Pusher:
         stale_after: float = protocol.STALE_LOCK_SECONDS,
         on_progress: Optional[Callable[[str, int], None]] = None,
         on_step: Optional[Callable[[str], None]] = None,
+        reconnect: Optional[Callable[[], Transport]] = None,
     ):
         self.transport = transport
         self.lock_wait = lock_wait
@@ -94,6 +95,8 @@ class Pusher:
         self.stale_after = stale_after
         self.on_progress = on_progress or (lambda name, sent: None)
         self.on_step = on_step or (lambda step: None)
+        #: opens a new connection to the same staging directory, to release the lock when this one is lost
+        self.reconnect = reconnect
 
     def push(self, plan: LoadPlan, batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None) -> PushResult:
         """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets."""
@@ -133,12 +136,12 @@ class Pusher:
         paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}  # unique
         created = self.transport.ensure_directory()
         self._kept: List[str] = []
-        self._published = False
-        self._lock(manifest.batch)
+        self._publishing = False
         sent = 0
         cleaned: List[str] = []
         folder = protocol.temp_folder(manifest.batch)
         try:
+            self._lock(manifest.batch)
             cleaned = self._clean_up()
             self._checkpoint()
             self.transport.make_folder(folder)
@@ -154,19 +157,23 @@ class Pusher:
             self.transport.write(f"{folder}/{protocol.MANIFEST}", manifest_text.encode())
             self.on_step("publish")
             self._checkpoint()
+            self._publishing = True  # from here `<batch>/` may be this push's (when the rename's answer is lost)
             if not self.transport.rename_exclusive(folder, manifest.batch):
+                self._publishing = False
                 raise TargetError(
                     f"{manifest.batch} already exists in {self.transport.description} (hotload did not write it); "
                     "push again, which picks another batch id"
                 )
-            self._published = True
             self.on_step("trigger")
             self._put_trigger(manifest.batch)
         except BaseException:
-            self._remove_unfinished(manifest.batch)
+            if self.transport.lost and self.reconnect:
+                self._release_over_a_new_connection(manifest.batch)
+            else:
+                self._remove_unfinished(manifest.batch)
+                self._unlock(manifest.batch)
             raise
-        finally:
-            self._unlock(manifest.batch)
+        self._unlock(manifest.batch)
         return PushResult(
             manifest.batch, self.transport.description, entries, sent, time.monotonic() - started, cleaned, created,
             list(self._kept),
@@ -370,6 +377,25 @@ class Pusher:
         self._kept.append(f"{name} ({why})")
         self.on_step(f"left {name}: {why}")
 
+    def _release_over_a_new_connection(self, batch: str):
+        """The connection was lost: connect once more to remove this push's entries and its lock, so the
+        next push needs no --break-lock. Gives up quietly (the next push cleans up)."""
+        lost = self.transport
+        try:
+            fresh = self.reconnect()
+        except (HotloadError, OSError):
+            return
+        try:
+            self.transport = fresh
+            self._remove_unfinished(batch)
+            self._unlock(batch)
+        finally:
+            self.transport = lost
+            try:
+                fresh.close()
+            except Exception:  # noqa: BLE001 - closing is best effort here
+                pass
+
     def _remove_unfinished(self, batch: str):
         """After an error or Ctrl-C: this push's temporary entries, and its batch folder when this push
         published it and no trigger names it."""
@@ -377,7 +403,7 @@ class Pusher:
             for name in self.transport.list_names():
                 if name.startswith(protocol.temp_name(batch, "")) or name == protocol.temp_folder(batch):
                     self._remove_hotload_entry(name)
-            if self._published and self._triggered_batch() != batch:
+            if self._publishing and self._triggered_batch() != batch:
                 self._remove_hotload_entry(batch)
         except (HotloadError, OSError):
             pass  # the connection may be gone; the next push cleans up

@@ -35,6 +35,7 @@ class StagingState:
     @classmethod
     def read(cls, transport: Transport, history_lines: int = 10) -> "StagingState":
         problems: List[str] = []
+        transport.check_directory()  # a file at the staging path: one clear line, not a listing error
 
         def record(name, parse, limit=1 << 20):
             try:

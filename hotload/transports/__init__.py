@@ -6,10 +6,10 @@ from .local import LocalTransport
 __all__ = ["Transport", "LocalTransport", "open_transport"]
 
 
-def open_transport(target) -> Transport:
+def open_transport(target, connect_timeout: float = 15.0) -> Transport:
     """Open the transport for a parsed `hotload.targets.Target`."""
     if target.is_local:
         return LocalTransport(target.path)
     from .sftp import SftpTransport
 
-    return SftpTransport.connect(target)
+    return SftpTransport.connect(target, timeout=connect_timeout)

@@ -88,6 +88,17 @@ class Transport(ABC):
         """Create the folder `name` (mode 0700) if missing; TargetError if something else stands there."""
 
     @abstractmethod
+    def root_kind(self) -> Optional[str]:
+        """The kind of the staging directory itself (FOLDER when usable), or None when it is missing."""
+
+    def check_directory(self) -> bool:
+        """Whether the staging directory exists; TargetError when something else stands at its path."""
+        kind = self.root_kind()
+        if kind not in (None, FOLDER):
+            raise TargetError(f"{self.description} is a {kind}, not a folder; give a staging directory")
+        return kind is not None
+
+    @abstractmethod
     def kind(self, name: str) -> Optional[str]:
         """FILE, FOLDER, LINK or OTHER (FIFO, device, socket) by lstat, or None when missing."""
 

@@ -62,6 +62,13 @@ class LocalTransport(Transport):
                 raise TargetError(f"{name} in {self.description} is a {self.kind(name)}, not a folder; remove it by hand") from None
 
     @translating_errors
+    def root_kind(self) -> Optional[str]:
+        try:
+            return kind_of_mode(os.lstat(self.root).st_mode)
+        except FileNotFoundError:
+            return None
+
+    @translating_errors
     def kind(self, name: str) -> Optional[str]:
         try:
             return kind_of_mode(os.lstat(self._path(name)).st_mode)

@@ -204,7 +204,8 @@ class SftpTransport(Transport):
         if isinstance(error, socket.timeout):
             reason = f"the server did not answer for {self.io_timeout:.0f} s"
         elif isinstance(error, (EOFError, paramiko.SSHException)) or transport is None or not transport.is_active():
-            reason = f"the connection was lost ({error or type(error).__name__})"
+            detail = str(error).strip().rstrip(":").strip() or type(error).__name__
+            reason = f"the connection was lost ({detail})"
         else:
             return None
         self.lost = (
@@ -251,6 +252,13 @@ class SftpTransport(Transport):
             self.sftp.mkdir(self._path(name), mode=0o700)
         elif kind != FOLDER:
             raise TargetError(f"{name} in {self.description} is a {kind}, not a folder; remove it by hand")
+
+    @translating_errors
+    def root_kind(self) -> Optional[str]:
+        try:
+            return kind_of_mode(self.sftp.lstat(self.root).st_mode)
+        except FileNotFoundError:
+            return None
 
     @translating_errors
     def kind(self, name: str) -> Optional[str]:
@@ -303,6 +311,10 @@ class SftpTransport(Transport):
                         progress(len(block))
                 while pending:
                     sftp._read_response(pending.popleft())
+            except (socket.timeout, EOFError, paramiko.SSHException):
+                # Drop the connection now: closing the handle would otherwise wait for the server once more.
+                self.client.close()
+                raise
             finally:
                 # Replies still owed are read and dropped by the next request on this connection.
                 pending.clear()
