@@ -15,6 +15,7 @@ import pytest
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
+from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method
@@ -36,6 +37,14 @@ def packages(tmp_path):
         class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop'"),
     )
     return [web, base]  # deliberately out of order
+
+
+def cli(*args, env=None, check=False):
+    """The command line in this process (HOME from the ssh_home fixture); `run_hotload` for a real process."""
+    result = run_in_process(*args)
+    if check and result.returncode != 0:
+        raise AssertionError(f"hotload {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def plan_of(paths):
@@ -231,7 +240,7 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_home, tmp_path, monkeypat
         with pytest.raises(TargetError, match="CHANGED") as changed:
             open_transport(parse_target(ssh_home.url(tmp_path / "x")))
         assert "ssh-keygen -R" in str(changed.value)
-        result = run_hotload("status", "--to", ssh_home.url(tmp_path / "x"), env=ssh_home.env())
+        result = cli("status", "--to", ssh_home.url(tmp_path / "x"), env=ssh_home.env())
         assert result.returncode == 5 and "CHANGED" in result.stderr  # exit 5: target error (hotload/errors.py)
         assert "Traceback" not in result.stderr
     finally:
@@ -283,13 +292,13 @@ def test_stale_lock_is_reported_and_broken_only_on_request(ssh_home, tmp_path, p
     lock.write_text(protocol.LockRecord("ghost@old-laptop", 999, "20200101T000000Z-abcdef", 0).render())
     old = time.time() - 3600
     os.utime(lock, (old, old))
-    result = run_hotload("push", *packages, "--to", ssh_home.url(staging), env=ssh_home.env())
+    result = cli("push", *packages, "--to", ssh_home.url(staging), env=ssh_home.env())
     assert result.returncode == 4
     assert "stale lock" in result.stderr and "ghost@old-laptop" in result.stderr
     assert re.search(r", 3[56]\d\d s old", result.stderr)
     assert "--break-lock" in result.stderr
     assert not (staging / protocol.TRIGGER).exists()
-    result = run_hotload("push", *packages, "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
+    result = cli("push", *packages, "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
     assert_complete_batch(staging, packages, json.loads(result.stdout)["batch"])
 
 
@@ -333,12 +342,12 @@ def test_ctrl_c_at_each_phase_leaves_no_trigger(ssh_home, tmp_path, packages, ph
 
 @pytest.fixture
 def big_package(tmp_path):
-    """A package of about 24 MB (incompressible bytes in a stored member) so an upload takes a while."""
+    """A package of about 12 MB (incompressible bytes in a stored member) so an upload takes a while."""
     import zipfile
 
     path = make_package(tmp_path / "big", "Big-Data", class_def("BigThing", category="Big-Data"))
     with zipfile.ZipFile(path, "a", zipfile.ZIP_STORED) as archive:
-        archive.writestr("resources/blob.bin", os.urandom(24 * 1024 * 1024))
+        archive.writestr("resources/blob.bin", os.urandom(12 * 1024 * 1024))
     return path
 
 
@@ -390,10 +399,10 @@ def test_kill_mid_upload_then_next_push_cleans_up(ssh_home, tmp_path, big_packag
     assert not [n for n in names if protocol.is_batch_id(n)]  # never published
     assert [n for n in names if n.startswith(protocol.TEMP_PREFIX)]  # the upload stays in its temporary folder
     assert protocol.LOCK in names  # a killed push cannot release its lock
-    refused = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--lock-wait", "1", env=ssh_home.env())
+    refused = cli("push", str(big_package), "--to", ssh_home.url(staging), "--lock-wait", "1", env=ssh_home.env())
     assert refused.returncode == 4 and "no longer running" in refused.stderr and "--break-lock" in refused.stderr
     assert f"pid {process.pid}" in refused.stderr
-    result = run_hotload("push", str(big_package), "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
+    result = cli("push", str(big_package), "--to", ssh_home.url(staging), "--break-lock", "--json", env=ssh_home.env(), check=True)
     report = json.loads(result.stdout)
     assert any(name.startswith(protocol.TEMP_PREFIX) for name in report["cleaned"])
     names = os.listdir(staging)
@@ -405,7 +414,7 @@ def test_wait_follows_the_loader(ssh_home, tmp_path, packages):
     staging = tmp_path / "waited"
     loader = FakeLoader(staging).start()
     try:
-        result = run_hotload("push", *packages, "--to", ssh_home.url(staging), "--wait", "--json", env=ssh_home.env())
+        result = cli("push", *packages, "--to", ssh_home.url(staging), "--wait", "--json", env=ssh_home.env())
     finally:
         loader.stop()
     assert result.returncode == 0, result.stderr
@@ -419,7 +428,7 @@ def test_wait_exits_1_when_the_loader_fails_the_batch(tmp_path, packages):
     staging = tmp_path / "failing"
     loader = FakeLoader(staging, fail_package="Shop-Web-tester.1.mcz").start()
     try:
-        result = run_hotload("push", *packages, "--to", staging, "--wait")
+        result = cli("push", *packages, "--to", staging, "--wait")
     finally:
         loader.stop()
     assert result.returncode == 1
@@ -428,13 +437,13 @@ def test_wait_exits_1_when_the_loader_fails_the_batch(tmp_path, packages):
 
 def test_wait_without_a_loader_exits_3(tmp_path, packages):
     staging = tmp_path / "nobody"
-    result = run_hotload("push", *packages, "--to", staging, "--wait")
+    result = cli("push", *packages, "--to", staging, "--wait")
     assert result.returncode == 3
     assert f"no loader is running at {staging} (no heartbeat)" in result.stderr
     staging.mkdir(exist_ok=True)
     beat = time.time() - 120
     (staging / protocol.HEARTBEAT).write_text(protocol.render_record("heartbeat", [("time", int(beat), protocol.iso(beat)), ("loader", "gst", "priority 5", "interval 2000")]))
-    result = run_hotload("push", *packages, "--to", staging, "--wait")
+    result = cli("push", *packages, "--to", staging, "--wait")
     assert result.returncode == 3
     assert re.search(r"no loader is running at .* \(heartbeat 12\d s old\)", result.stderr)
     assert protocol.TRIGGER not in os.listdir(staging)
@@ -444,7 +453,7 @@ def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, package
     odd = tmp_path / "src" / "Shop Core;rm.mcz"
     odd.write_bytes(Path(packages[1]).read_bytes())
     staging = tmp_path / "never"
-    result = run_hotload("push", odd, "--to", staging)
+    result = cli("push", odd, "--to", staging)
     assert result.returncode == 2
     assert "package file name" in result.stderr
     assert not staging.exists()
@@ -483,7 +492,7 @@ def test_watch_packs_and_pushes_on_change(tmp_path):
 def test_a_method_whose_selector_cannot_be_read_is_not_pushed(tmp_path):
     bad = make_package(tmp_path / "src", "Shop-Bad", class_def("BadThing", category="Shop-Bad") + method("BadThing", "123 notASelector"))
     staging = tmp_path / "bad-staging"
-    result = run_hotload("push", bad, "--to", staging)
+    result = cli("push", bad, "--to", staging)
     assert result.returncode == 2 and "cannot read the selector" in result.stderr
     assert not staging.exists()
 
@@ -492,8 +501,8 @@ def test_push_to_many_images_and_status(tmp_path, packages):
     stagings = [tmp_path / "image-a", tmp_path / "image-b"]
     loaders = [FakeLoader(path).start() for path in stagings]
     try:
-        result = run_hotload("push", *packages, *sum((["--to", str(p)] for p in stagings), []), "--wait", "--json")
-        status = run_hotload("status", "--to", stagings[1], "--json")
+        result = cli("push", *packages, *sum((["--to", str(p)] for p in stagings), []), "--wait", "--json")
+        status = cli("status", "--to", stagings[1], "--json")
     finally:
         for loader in loaders:
             loader.stop()
@@ -506,14 +515,14 @@ def test_push_to_many_images_and_status(tmp_path, packages):
     assert state["loader_running"] and state["last_batch"] == reports[1]["batch"] and state["last_result"] == "ok"
     beat = time.time() - 100  # as a loader that stopped 100 s ago left it
     (stagings[0] / protocol.HEARTBEAT).write_text(protocol.render_record("heartbeat", [("time", int(beat), protocol.iso(beat)), ("loader", "gst", "priority 5", "interval 2000")]))
-    human = run_hotload("status", "--to", stagings[0])
+    human = cli("status", "--to", stagings[0])
     assert human.returncode == 3
     assert "loader not running" in human.stdout and re.search(r"heartbeat 10\d s old", human.stdout)
     assert "batch " + reports[0]["batch"] + ": ok" in human.stdout
 
 
 def test_status_without_a_loader(tmp_path):
-    result = run_hotload("status", "--to", tmp_path / "empty")
+    result = cli("status", "--to", tmp_path / "empty")
     assert result.returncode == 3
     assert "no loader heartbeat" in result.stdout
 
@@ -562,5 +571,5 @@ def test_two_packages_with_one_file_name_are_refused(tmp_path):
     other = make_package(tmp_path / "b", "Other-Pkg", class_def("SameB", category="Other-Pkg"))
     renamed = other.with_name(one.name)
     other.rename(renamed)
-    result = run_hotload("push", one, renamed, "--to", tmp_path / "stage")
+    result = cli("push", one, renamed, "--to", tmp_path / "stage")
     assert result.returncode == 2 and "same file name" in result.stderr

@@ -1,0 +1,19 @@
+"""Runs the `hotload` command line in this process (click's CliRunner): the same code as
+`python -m hotload`, without a new interpreter each time. Use `conftest.run_hotload` (a child
+process) for anything that could hang, that gets signals, or whose SSH connection is cut.
+
+HOME (for ~/.ssh/config) comes from the environment of this process: use the `ssh_home` fixture.
+"""
+
+import subprocess
+
+from click.testing import CliRunner
+
+from hotload.cli import main
+
+
+def run_in_process(*args) -> subprocess.CompletedProcess:
+    result = CliRunner().invoke(main, [str(a) for a in args], prog_name="hotload")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"hotload {args} raised {result.exception!r}") from result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
