@@ -184,9 +184,16 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
         if not wait:
             report["result"] = "pushed"
             return report, 0
-        with err.status(f"waiting for the loader to take batch {result.batch}", spinner="dots") as spinner:
-            status = BatchWaiter(transport).wait(result.batch, timeout)
-            spinner.stop()
+        try:
+            with err.status(f"waiting for the loader to take batch {result.batch}", spinner="dots") as spinner:
+                status = BatchWaiter(transport).wait(result.batch, timeout)
+                spinner.stop()
+        except KeyboardInterrupt:
+            err.print(
+                f"[bold red]hotload:[/] interrupted while waiting; batch {result.batch} was pushed and triggered, "
+                "so the loader still takes it: follow it with `hotload status`", soft_wrap=True,
+            )
+            sys.exit(130)
         report.update(
             result=status.result, loaded=status.loaded, failed_package=status.failed_package,
             error=status.error, stack=status.stack, timings_ms=status.timings_ms,

@@ -240,7 +240,7 @@ class Pusher:
                 holder = self._describe_lock(server_now)
                 if holder is None:
                     continue  # released between our rename and our read: try again at once
-                age, dead, description = holder
+                age, dead, description, judged = holder
                 if dead or age >= self.stale_after:
                     if dead:
                         what = "a dead lock (its holder is no longer running on this host)"
@@ -248,7 +248,7 @@ class Pusher:
                         what = f"a stale lock (older than {self.stale_after:.0f} s)"
                     if self.break_lock:
                         self.on_step(f"break lock ({description})")
-                        self.transport.remove(protocol.LOCK)
+                        self._break_lock(batch, judged)
                         continue
                     raise LockBusy(
                         f"the staging directory {self.transport.description} has {what}: {description}. "
@@ -268,8 +268,27 @@ class Pusher:
                 pass  # the connection is gone; the next push cleans up
             raise
 
+    def _break_lock(self, batch: str, judged: bytes):
+        """Remove the lock judged dead or stale, and only that one.
+
+        Another push may have broken it and taken the lock since it was read: the lock is first renamed
+        aside (atomic, so only one push gets the old one), then compared with what was judged. A live
+        lock taken by mistake is put back.
+        """
+        aside = protocol.temp_name(batch, "broken-lock")
+        try:
+            self.transport.rename_replacing(protocol.LOCK, aside)
+        except FileNotFoundError:
+            return  # broken by another push already
+        try:
+            data = self.transport.read(aside)
+        except HotloadError:
+            data = None
+        if data == judged or not self.transport.rename_exclusive(aside, protocol.LOCK):
+            self.transport.remove(aside)
+
     def _describe_lock(self, server_now: Optional[float]):
-        """(age, holder is dead, description), or None when the lock is gone."""
+        """(age, holder is dead, description, the lock's bytes), or None when the lock is gone."""
         kind = self.transport.kind(protocol.LOCK)
         if kind is None:
             return None
@@ -292,7 +311,7 @@ class Pusher:
             who = f"held by {record.holder} (pid {record.pid}{state}, batch {record.batch})"
         except HotloadError as error:
             who = f"unreadable lock file ({error})"
-        return age, dead, f"{who}, {age:.0f} s old"
+        return age, dead, f"{who}, {age:.0f} s old", data
 
     def _unlock(self, batch: str):
         try:

@@ -309,6 +309,28 @@ def test_ctrl_c_removes_the_push_at_once_and_it_is_never_loaded(ssh_home, tmp_pa
     assert_user_files_intact(staging, files)
 
 
+def test_ctrl_c_while_waiting_says_the_batch_is_still_taken(tmp_path, packages):
+    """After the trigger, Ctrl-C cannot take the batch back: the message must not say nothing was triggered."""
+    staging = tmp_path / "staging"
+    with running(FakeLoader(staging, consume=False)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hotload", "push", *map(str, packages), "--to", str(staging), "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_until(lambda: (staging / protocol.TRIGGER).exists() and not (staging / protocol.LOCK).exists(),
+                       TIMEOUT, "the trigger")
+            time.sleep(0.2)  # in the waiting loop
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130 and "Traceback" not in stderr
+    batch = protocol.parse_trigger((staging / protocol.TRIGGER).read_text())
+    assert f"batch {batch} was pushed and triggered" in stderr
+
+
 # -- a cut or stalled connection -----------------------------------------------------------------
 
 
@@ -449,6 +471,23 @@ def test_an_old_lock_of_another_host_is_reported_stale_with_age_and_holder(tmp_p
     assert lock.read_bytes() == before
     result = hotload("push", *packages, "--to", staging, "--break-lock")
     assert result.returncode == 0, result.stderr
+
+
+def test_breaking_a_lock_never_removes_one_taken_since_it_was_judged(tmp_path):
+    """Two pushes with --break-lock judge the same dead lock; the first breaks it and takes the lock.
+    The second must not remove that new, live lock."""
+    staging = tmp_path / "staging"
+    lock = write_lock(staging, protocol.holder_name(), dead_pid())
+    judged = lock.read_bytes()
+    live = LockRecord("first@breaker", os.getpid(), "20261122T000001Z-aaaaaa", time.time()).render()
+    lock.write_text(live)  # the first push broke the dead lock and took its own
+    with LocalTransport(staging) as transport:
+        Pusher(transport)._break_lock("20261122T000002Z-bbbbbb", judged)
+    assert lock.read_text() == live
+    assert sorted(os.listdir(staging)) == [protocol.LOCK]
+    with LocalTransport(staging) as transport:
+        Pusher(transport)._break_lock("20261122T000002Z-bbbbbb", live.encode())  # the judged one: removed
+    assert os.listdir(staging) == []
 
 
 @pytest.mark.parametrize("break_lock", [False, True])
