@@ -51,7 +51,12 @@ class StagingState:
             heartbeat, age = None, None
             problems.append(f"{protocol.HEARTBEAT}: {_other_version(transport, error)}")
         names = transport.list_names()
-        history = record(protocol.HISTORY, lambda text: text.splitlines()[-history_lines:], limit=64 << 20) or []
+        history = []
+        try:
+            data = transport.read(protocol.HISTORY, limit=256 << 10, tail=True)  # the end of a long history
+            history = data.decode("utf-8", "replace").splitlines()[-history_lines:] if data else []
+        except HotloadError as error:
+            problems.append(f"{protocol.HISTORY}: {error}")
         failed: List[str] = []
         if protocol.FAILED in names:
             kind = transport.kind(protocol.FAILED)

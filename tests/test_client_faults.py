@@ -530,14 +530,20 @@ def tmpfs(path: Path, size: str, files=None, read_only=False):
 def test_a_read_only_staging_directory_exits_5(tmp_path, request, packages, over):
     """As root permissions do not apply, so the directory is a read-only mount."""
     staging = tmp_path / "ro"
-    with tmpfs(staging, "2m", {"notes.txt": b"mine\n"}, read_only=True):
+    beat = time.time()
+    record = render_record("heartbeat", [("time", int(beat), protocol.iso(beat)), ("loader", "gst", "priority 5", "interval 2000")])
+    with tmpfs(staging, "2m", {"notes.txt": b"mine\n", protocol.HEARTBEAT: record.encode()}, read_only=True):
         target, env = str(staging), None
         if over == "sftp":
             sshd = request.getfixturevalue("ssh_home")
             target, env = sshd.url(staging), sshd.env()
         line = one_line_error(hotload("push", *packages, "--to", target, env=env), 5)
         assert "read-only" in line
-        assert os.listdir(staging) == ["notes.txt"] and (staging / "notes.txt").read_bytes() == b"mine\n"
+        assert sorted(os.listdir(staging)) == [protocol.HEARTBEAT, "notes.txt"]
+        assert (staging / "notes.txt").read_bytes() == b"mine\n"
+        status = hotload("status", "--to", target, env=env)  # reading needs no write access
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "loader running" in status.stdout
 
 
 @pytest.mark.parametrize("over", ["local", "sftp"])
@@ -562,6 +568,26 @@ def test_a_staging_path_that_is_a_file(tmp_path, packages):
     line = one_line_error(hotload("status", "--to", staging), 5)
     assert "not a folder" in line
     assert staging.read_text() == "my file\n"
+
+
+@pytest.mark.parametrize("over", ["local", "sftp"])
+def test_status_reads_the_end_of_a_long_history_and_refuses_an_oversized_record(tmp_path, request, over):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    heartbeat(staging)
+    with open(staging / protocol.HISTORY, "w") as history:
+        for number in range(60000):  # about 3 MB: more than is read
+            history.write(f"{number}\t2026-01-01T00:00:00Z\t-\tsaved\t-\n")
+    (staging / protocol.STATUS).write_bytes(b"x" * (2 << 20))  # no loader writes a status this large
+    target = str(staging)
+    if over == "sftp":
+        target = request.getfixturevalue("ssh_home").url(staging)
+    result = hotload("status", "--to", target, "--json")
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    assert state["history"][-1].startswith("59999\t") and len(state["history"]) == 10
+    assert [p for p in state["problems"] if p.startswith("status: ") and "larger than" in p]
+    assert not [p for p in state["problems"] if p.startswith(protocol.HISTORY)]
 
 
 def test_failed_that_is_a_file_is_a_problem_line_in_status(tmp_path):

@@ -107,11 +107,13 @@ class Transport(ABC):
         """Names of the entries in the staging directory, or in `folder` inside it."""
 
     @abstractmethod
-    def _read_file(self, name: str, limit: int) -> bytes:
-        """The contents of the regular file `name`, at most limit + 1 bytes."""
+    def _read_file(self, name: str, limit: int, tail: bool = False) -> bytes:
+        """The contents of the regular file `name`, at most limit + 1 bytes (with `tail`: its last `limit`
+        bytes). A file larger than `limit` is not read whole."""
 
-    def read(self, name: str, limit: int = 1 << 20) -> Optional[bytes]:
-        """The contents of the regular file `name`, or None when missing; never opens a link or a FIFO."""
+    def read(self, name: str, limit: int = 1 << 20, tail: bool = False) -> Optional[bytes]:
+        """The contents of the regular file `name`, or None when missing; never opens a link or a FIFO.
+        With `tail`, the last `limit` bytes of a larger file (e.g. a long history.log)."""
         kind = self.kind(name)
         if kind is None:
             return None
@@ -121,12 +123,15 @@ class Transport(ABC):
                 "so it is left alone: remove it by hand"
             )
         try:
-            data = self._read_file(name, limit)
+            data = self._read_file(name, limit, tail)
         except FileNotFoundError:
             return None
         if len(data) > limit:
-            raise TargetError(f"{name} in {self.description} is larger than {limit} bytes; hotload never writes such a file")
+            raise self._too_large(name, limit)
         return data
+
+    def _too_large(self, name: str, limit: int) -> TargetError:
+        return TargetError(f"{name} in {self.description} is larger than {limit} bytes; hotload never writes such a file")
 
     @abstractmethod
     def write(self, name: str, data: bytes) -> None:

@@ -83,11 +83,15 @@ class LocalTransport(Transport):
             return []
 
     @translating_errors
-    def _read_file(self, name: str, limit: int) -> bytes:
+    def _read_file(self, name: str, limit: int, tail: bool = False) -> bytes:
         descriptor = os.open(self._path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(descriptor, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
                 raise TargetError(f"{name} in {self.description} is not a regular file; remove it by hand")
+            if tail and status.st_size > limit:
+                handle.seek(status.st_size - limit)
+                return handle.read(limit)
             return handle.read(limit + 1)
 
     @translating_errors
