@@ -105,7 +105,8 @@ class Pusher:
 
     @contextlib.contextmanager
     def _interrupts_at_safe_points(self):
-        """Ctrl-C sets a flag that the push acts on between SFTP requests (a second Ctrl-C acts at once).
+        """Ctrl-C (or SIGTERM, e.g. a cancelled CI job) sets a flag that the push acts on between SFTP
+        requests, removing its entries and its lock; a second signal acts at once.
 
         Raising in the middle of a request would leave the connection unusable for the clean-up.
         """
@@ -119,11 +120,12 @@ class Pusher:
                 raise KeyboardInterrupt
             self._interrupted = True
 
-        previous = signal.signal(signal.SIGINT, note)
+        previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _checkpoint(self):
         if self._interrupted:

@@ -366,7 +366,9 @@ def _wait_for_temp_file(staging: Path, timeout=30):
     raise AssertionError("the upload never started")
 
 
-def test_real_sigint_mid_upload(ssh_home, tmp_path, big_package):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_real_sigint_mid_upload(ssh_home, tmp_path, big_package, signum):
+    """Ctrl-C, or SIGTERM (a cancelled CI job), mid-upload: the push removes everything it wrote, lock included."""
     staging = tmp_path / "sigint"
     process = subprocess.Popen(
         [sys.executable, "-m", "hotload", "push", str(big_package), "--to", ssh_home.url(staging)],
@@ -374,7 +376,7 @@ def test_real_sigint_mid_upload(ssh_home, tmp_path, big_package):
     )
     try:
         _wait_for_temp_file(staging)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
