@@ -7,7 +7,6 @@ ProxyCommand, UserKnownHostsFile). Keys come from ssh-agent and key files.
 Host keys must already be in known_hosts: an unknown or changed key is refused.
 """
 
-import errno
 import logging
 import os
 import posixpath
