@@ -340,7 +340,7 @@ def install_loader(target_text, dialect, image, vm, live_port, interval, priorit
             installer = LoaderInstaller(dialect, str(transport.root), interval, priority)
             if live_port:
                 host = None if target.is_local else (f"{target.user}@{target.host}" if target.user else target.host)
-                result = installer.live(live_port, folder, host)
+                result = installer.live(live_port, folder, host, transport=transport)
             else:
                 result = installer.snippet(folder)
     out.print(f"[bold]loader for {result.dialect}[/] ({result.way}), staging directory {result.staging}")
