@@ -506,6 +506,7 @@ def test_a_huge_record_is_never_read_whole(app, versions, name):
         remove(path)
         if kept.exists():
             kept.rename(path)
+    wait_rewritten(app, protocol.HEARTBEAT)  # a put-back heartbeat is old: wait for a fresh one
     push_v1(app, versions)
 
 
