@@ -142,18 +142,35 @@ class Packer:
 
 
 def version_sexpr(info: VersionInfo) -> str:
-    ancestors = " ".join(version_sexpr(a) for a in info.ancestors)
-    children = " ".join(version_sexpr(c) for c in info.step_children)
-    fields = [
-        ("name", info.name),
-        ("message", info.message),
-        ("id", info.id),
-        ("date", info.date),
-        ("time", info.time),
-        ("author", info.author),
-    ]
-    body = " ".join(f"{key} {sexpr.quote(value)}" for key, value in fields)
-    return f"({body} ancestors ({ancestors}) stepChildren ({children}))"
+    """Monticello's `version` s-expression, written with an explicit stack: histories run thousands deep."""
+    out: List[str] = []
+    stack: list = [info]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        fields = [
+            ("name", item.name),
+            ("message", item.message),
+            ("id", item.id),
+            ("date", item.date),
+            ("time", item.time),
+            ("author", item.author),
+        ]
+        body = " ".join(f"{key} {sexpr.quote(value)}" for key, value in fields)
+        parts = [f"({body} ancestors (", *_spaced(item.ancestors), ") stepChildren (", *_spaced(item.step_children), "))"]
+        stack.extend(reversed(parts))
+    return "".join(out)
+
+
+def _spaced(versions) -> list:
+    parts: list = []
+    for index, version in enumerate(versions):
+        if index:
+            parts.append(" ")
+        parts.append(version)
+    return parts
 
 
 def _bang(text: str) -> str:

@@ -65,3 +65,16 @@ def test_pack_command(tmp_path):
     assert "Greeting-jd.1.mcz" in result.stdout
     missing = run_hotload("pack", tmp_path / "nope.st", "-o", tmp_path)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_a_long_history_is_written_and_read_back():
+    from hotload.mcz import VersionInfo, parse_version_info
+    from hotload.pack import version_sexpr
+
+    version = VersionInfo(name="Deep-jd.0", id="id-0")
+    for number in range(1, 5001):
+        version = VersionInfo(name=f"Deep-jd.{number}", id=f"id-{number}", ancestors=(version,))
+    read = parse_version_info(version_sexpr(version))
+    assert read.name == "Deep-jd.5000"
+    assert [info.name for info in read.ancestry()][-1] == "Deep-jd.0"
+    assert len(list(read.ancestry())) == 5000
