@@ -24,6 +24,7 @@ from fake_loader import FakeLoader
 from helpers import class_def, make_package, method
 from hotload import protocol
 from hotload.errors import TargetError
+from hotload.lock import StagingLock
 from hotload.mcz import read_mcz
 from hotload.plan import LoadPlan
 from hotload.protocol import LockRecord, Manifest, ManifestEntry, render_record
@@ -483,11 +484,11 @@ def test_breaking_a_lock_never_removes_one_taken_since_it_was_judged(tmp_path):
     live = LockRecord("first@breaker", os.getpid(), "20261122T000001Z-aaaaaa", time.time()).render()
     lock.write_text(live)  # the first push broke the dead lock and took its own
     with LocalTransport(staging) as transport:
-        Pusher(transport)._break_lock("20261122T000002Z-bbbbbb", judged)
+        StagingLock(transport, "20261122T000002Z-bbbbbb")._break(judged)
     assert lock.read_text() == live
     assert sorted(os.listdir(staging)) == [protocol.LOCK]
     with LocalTransport(staging) as transport:
-        Pusher(transport)._break_lock("20261122T000002Z-bbbbbb", live.encode())  # the judged one: removed
+        StagingLock(transport, "20261122T000002Z-bbbbbb")._break(live.encode())  # the judged one: removed
     assert os.listdir(staging) == []
 
 
