@@ -188,3 +188,20 @@ def test_a_dotted_namespace_superclass_loads_as_a_class_definition(app, tmp_path
     result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["result"] == "ok"  # as a doit, the method would fail: no class HLDotted
+
+
+def test_a_protocol_1_push_is_refused_with_a_clear_status_and_its_files_left_alone(app, versions):
+    """A v1 client writes top-level files and a bare batch id in `load` (docs/protocol.md, mixed versions)."""
+    v1, _ = versions
+    batch = "20261129T010203Z-0a1b2c"
+    stray = app.staging / v1.name
+    shutil.copy2(v1, stray)
+    (app.staging / "manifest").write_text(f"hotload-manifest\t1\nbatch\t{batch}\nend\n")
+    (app.staging / protocol.TRIGGER).write_text(f"{batch}\n")
+    app.wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the loader to take the v1 trigger")
+    status = protocol.Status.parse((app.staging / protocol.STATUS).read_text())
+    assert status.batch == batch and status.result == "failed"
+    assert "protocol-1 client" in status.error and "update hotload on the client" in status.error
+    assert stray.read_bytes() == v1.read_bytes() and (app.staging / "manifest").exists()  # not touched
+    stray.unlink()
+    (app.staging / "manifest").unlink()
