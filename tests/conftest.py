@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
-        pytest.skip(f"the real-world .mcz corpus is not beside the project (expected ../shared/corpus/mcz)")
+        pytest.skip("the real-world .mcz corpus is not beside the project (expected ../shared/corpus/mcz)")
     return CORPUS
 
 

@@ -1,8 +1,10 @@
-"""Small builders for test packages."""
+"""Small builders for test packages, and the example app serving for the live tests."""
 
+import contextlib
 import zipfile
 from pathlib import Path
 
+from hotload.example_app import CounterApp, example_dir
 from hotload.pack import Packer
 
 
@@ -27,3 +29,31 @@ def make_package(folder: Path, name: str, source: str, author="tester", **packer
 def add_member(mcz: Path, member: str, data: str):
     with zipfile.ZipFile(mcz, "a") as archive:
         archive.writestr(member, data)
+
+
+def shop_packages(folder: Path):
+    """Two packages, Shop-Web needing Shop-Core, answered out of load order."""
+    base = make_package(folder, "Shop-Core", class_def("ShopItem", category="Shop-Core", ivars="price"))
+    web = make_package(
+        folder, "Shop-Web",
+        class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop'"),
+    )
+    return [web, base]
+
+
+def example_versions(dist: Path, author: str = "demo"):
+    """examples/counter v1 and v2 packed into dist, in that order."""
+    packer = Packer(author=author)
+    return tuple(packer.pack(example_dir() / version / "Counter-App.st", dist).path for version in ("v1", "v2"))
+
+
+@contextlib.contextmanager
+def serving_counter(folder: Path, interval_ms: int, before: str = ""):
+    """The example image built (Seaside on Swazoo and the loader) and serving; killed at the end."""
+    counter = CounterApp(folder, interval_ms=interval_ms)
+    try:
+        counter.build()
+        counter.start(before=before)
+        yield counter
+    finally:
+        counter.stop()

@@ -21,7 +21,7 @@ import pytest
 from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
-from helpers import class_def, make_package, method
+from helpers import class_def, make_package, shop_packages
 from hotload import protocol
 from hotload.errors import TargetError
 from hotload.lock import StagingLock
@@ -93,12 +93,7 @@ def wait_until(condition, timeout=15.0, what="the condition"):
 
 @pytest.fixture
 def packages(tmp_path):
-    base = make_package(tmp_path / "src", "Shop-Core", class_def("ShopItem", category="Shop-Core", ivars="price"))
-    web = make_package(
-        tmp_path / "src", "Shop-Web",
-        class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop'"),
-    )
-    return [web, base]
+    return shop_packages(tmp_path / "src")  # deliberately out of order
 
 
 def big_package(folder: Path, name: str, megabytes: float) -> Path:

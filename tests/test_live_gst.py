@@ -13,17 +13,15 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from helpers import class_def, make_package, method
+from helpers import class_def, example_versions, make_package, method, serving_counter
 from hotload import protocol
-from hotload.example_app import CounterApp, RequestLoop, count_of, example_dir, link
+from hotload.example_app import RequestLoop, count_of, link
 from hotload.gst import Gst
-from hotload.pack import Packer
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
 )
 
-EXAMPLE = example_dir()
 INTERVAL_MS = 1000
 
 
@@ -33,23 +31,13 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("counter")
-    counter = CounterApp(folder, interval_ms=INTERVAL_MS)
-    try:
-        counter.build()
-        counter.start()
+    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
         yield counter
-    finally:
-        counter.stop()
 
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
-    packer = Packer(author="demo")
-    v1 = packer.pack(EXAMPLE / "v1" / "Counter-App.st", dist).path
-    v2 = packer.pack(EXAMPLE / "v2" / "Counter-App.st", dist).path
-    return v1, v2
+    return example_versions(tmp_path_factory.mktemp("dist"))
 
 
 def test_hot_upgrade_while_serving(app, versions, sshd):

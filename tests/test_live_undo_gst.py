@@ -16,8 +16,8 @@ import shutil
 import pytest
 
 from conftest import run_hotload
-from helpers import make_package
-from hotload.example_app import CounterApp, count_of, example_dir, link
+from helpers import make_package, serving_counter
+from hotload.example_app import count_of, example_dir, link
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
@@ -72,13 +72,8 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    counter = CounterApp(tmp_path_factory.mktemp("counter-undo"), interval_ms=500)
-    try:
-        counter.build()
-        counter.start()
+    with serving_counter(tmp_path_factory.mktemp("counter-undo"), 500) as counter:
         yield counter
-    finally:
-        counter.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import pytest
 
 from conftest import run_hotload
 from hotload import protocol
-from hotload.example_app import CounterApp, example_dir, heading_of
-from hotload.pack import Packer
+from hotload.example_app import CounterApp, heading_of
+from helpers import example_versions
 from hotload.protocol import Status
 
 pytestmark = pytest.mark.skipif(
@@ -62,10 +61,7 @@ def prepared(tmp_path_factory):
     """An app image with v1 loaded and saved (kept as a pristine copy), and the v2 package."""
     folder = tmp_path_factory.mktemp("faults")
     app = CounterApp(folder, interval_ms=INTERVAL_MS)
-    dist = tmp_path_factory.mktemp("dist")
-    packer = Packer(author="fault")
-    v1 = packer.pack(example_dir() / "v1" / "Counter-App.st", dist).path
-    v2 = packer.pack(example_dir() / "v2" / "Counter-App.st", dist).path
+    v1, v2 = example_versions(tmp_path_factory.mktemp("dist"), author="fault")
     app.build()
     app.start(before=STOP_HOOK)
     try:

@@ -27,8 +27,8 @@ import pytest
 
 from conftest import run_hotload
 from hotload import protocol
-from hotload.example_app import CounterApp, RequestLoop, example_dir, heading_of
-from hotload.pack import Packer
+from helpers import example_versions, serving_counter
+from hotload.example_app import RequestLoop, heading_of
 from hotload.protocol import Heartbeat, Manifest, ManifestEntry, Status
 
 pytestmark = pytest.mark.skipif(
@@ -43,20 +43,8 @@ TEST_MAX_BATCH_BYTES = 300_000
 OUTSIDE_TEXT = b"outside the staging directory: hotload must never change this\n"
 
 
-class HostileApp(CounterApp):
-    """The counter app, started with some Smalltalk statements run before examples/counter/serve.st."""
-
-    prelude = f"HLLimits current maxBatchBytes: {TEST_MAX_BATCH_BYTES}!\n"
-
-    def start(self, serve: bool = True, timeout: float = 30.0):
-        code = self.prelude + (example_dir() / "serve.st").read_text()
-        env = dict(os.environ, COUNTER_PORT=str(self.port))
-        self.process = self.gst.start(self.image, code, self.log, env=env, folder=self.folder)
-        try:
-            self.wait_until(lambda: self.get(self.url)[0] in (200, 404), "Swazoo to answer", timeout)
-        except BaseException:
-            self.stop()
-            raise
+#: run before examples/counter/serve.st: a batch limit small enough to test
+PRELUDE = f"HLLimits current maxBatchBytes: {TEST_MAX_BATCH_BYTES}!\n"
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
@@ -64,25 +52,16 @@ class HostileApp(CounterApp):
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
-    packer = Packer(author="demo")
-    v1 = packer.pack(example_dir() / "v1" / "Counter-App.st", dist).path
-    v2 = packer.pack(example_dir() / "v2" / "Counter-App.st", dist).path
-    return v1, v2
+    return example_versions(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, versions):
     """Serving Counter v1. Every bad batch of this module carries v2: the page must stay v1."""
-    counter = HostileApp(tmp_path_factory.mktemp("hostile"), interval_ms=INTERVAL_MS)
-    try:
-        counter.build()
-        counter.start()
+    with serving_counter(tmp_path_factory.mktemp("hostile"), INTERVAL_MS, before=PRELUDE) as counter:
         run_hotload("push", versions[0], "--to", counter.staging, "--wait", check=True)
         assert heading_of(counter.get(counter.url)[1]) == "Counter v1"
         yield counter
-    finally:
-        counter.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from watchdog.observers import Observer
 from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
-from helpers import class_def, make_package, method
+from helpers import class_def, make_package, method, shop_packages
 from hotload import protocol
 from hotload.errors import InputError, LockBusy, NoLoaderRunning, TargetError
 from hotload.mcz import read_mcz
@@ -31,12 +31,7 @@ from hotload.transports import LocalTransport, open_transport
 
 @pytest.fixture
 def packages(tmp_path):
-    base = make_package(tmp_path / "src", "Shop-Core", class_def("ShopItem", category="Shop-Core", ivars="price"))
-    web = make_package(
-        tmp_path / "src", "Shop-Web",
-        class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop'"),
-    )
-    return [web, base]  # deliberately out of order
+    return shop_packages(tmp_path / "src")  # deliberately out of order
 
 
 def cli(*args, env=None, check=False):
