@@ -31,6 +31,7 @@ from .errors import HotloadError
 VM_NAME = "squeakvm"
 ETOYS_IMAGE = Path("/usr/share/etoys/etoys.image")
 SOURCES_NAME = "EtoysV5.stc"
+STACKS_NAME = "hotload-stacks.log"  # written by the watchdog of `run` when a script hangs
 
 #: Evaluated by Etoys at start-up (before any script): the sandbox off, no key generation.
 SQUEAK_KEYS = (
@@ -169,12 +170,15 @@ class Squeak:
         env.update(extra or {})
         return env
 
-    def script_text(self, code: str, out, quit: bool = True) -> str:
+    def script_text(self, code: str, out, quit: bool = True, watchdog: Optional[float] = None) -> str:
         """A chunk-format script: open `out` as HotloadOut, run `code` guarded (an error or warning is
-        written to `out` as 'hotload-error: ...' and the VM quits), then quit without saving."""
+        written to `out` as 'hotload-error: ...' and the VM quits), then quit without saving. With
+        `watchdog` seconds, a process above the others first writes every process's stack to
+        `hotload-stacks.log` beside `out` after that time and quits (a hang becomes a readable stack)."""
         out_literal = _st_string(str(out))
         lines = [
             f"Smalltalk at: #HotloadOut put: (StandardFileStream forceNewFileNamed: {out_literal})!",
+            *([self.watchdog_text(Path(out).with_name(STACKS_NAME), watchdog)] if watchdog else []),
             "[ " + code.rstrip().rstrip("!").rstrip().rstrip(".") + " ]\n"
             "\ton: Error, Warning do: [ :e | HotloadOut nextPutAll: 'hotload-error: ' , e class name , ': ' , "
             "(e messageText ifNil: [ '' ]) asString; nextPut: (Character value: 10); flush. "
@@ -184,6 +188,27 @@ class Squeak:
             lines.append("HotloadOut close. Smalltalk snapshot: false andQuit: true!")
         return "\n".join(lines) + "\n"
 
+    @staticmethod
+    def watchdog_text(stacks, seconds: float) -> str:
+        """The watchdog process, held in the global HotloadWatchdog: terminate it before a save that
+        must not carry it (`HotloadWatchdog terminate`). Saved anyway, it does nothing in an image
+        started from that file: the VM's millisecond clock starts at 0, so it wakes before `seconds`."""
+        ms = int(seconds * 1000)
+        return (
+            "Smalltalk at: #HotloadWatchdog put: ([ (Delay forMilliseconds: " + str(ms) + ") wait.\n"
+            "  Time millisecondClockValue >= " + str(ms) + " ifTrue: [ | f |\n"
+            "  f := StandardFileStream forceNewFileNamed: " + _st_string(str(stacks)) + ".\n"
+            "  (Process allInstances reject: [ :p | p isTerminated ]) do: [ :p |\n"
+            "    f nextPutAll: '--- ' , p printString , ' priority ' , p priority printString; nextPut: (Character value: 10).\n"
+            "    p == Processor activeProcess ifFalse: [\n"
+            "      [ | c n | c := p suspendedContext. n := 0.\n"
+            "        [ c notNil and: [ n < 40 ] ] whileTrue: [\n"
+            "          f nextPutAll: '  ' , c printString; nextPut: (Character value: 10). c := c sender. n := n + 1 ] ]\n"
+            "        on: Error do: [ :e | e return: nil ] ] ].\n"
+            "  f close.\n"
+            "  Smalltalk snapshot: false andQuit: true ] ] forkAt: Processor timingPriority - 1)!"
+        )
+
     def run(self, code: str, image, timeout: float = 120, quit: bool = True, env=None) -> str:
         """Run `code` (statements; write output to the stream `HotloadOut`) in `image` headless and
         answer what it wrote. `quit=False` when `code` quits by itself (e.g. after a save)."""
@@ -191,11 +216,15 @@ class Squeak:
         out = image.parent / "hotload-run.out"
         script = image.parent / "hotload-run.st"
         out.unlink(missing_ok=True)
-        script.write_text(self.script_text(code, out, quit=quit))
+        stacks = image.parent / STACKS_NAME
+        stacks.unlink(missing_ok=True)
+        script.write_text(self.script_text(code, out, quit=quit, watchdog=max(timeout - 5, timeout * 0.8)))
         try:
             self.run_script(script, image, timeout, env=env)
         finally:
             script.unlink(missing_ok=True)
+        if stacks.is_file():
+            raise SqueakTimeout(self._hung(image, f"did not finish within {timeout:.0f} s", stacks))
         text = out.read_text(errors="replace") if out.is_file() else ""
         out.unlink(missing_ok=True)
         for line in text.splitlines():
@@ -239,11 +268,13 @@ class Squeak:
         except subprocess.TimeoutExpired:
             pass
 
-    def _hung(self, image, what: str) -> str:
+    def _hung(self, image, what: str, stacks=None) -> str:
         tail = debug_log_tail(image)
         where = Path(image).parent / "My Squeak" / "SqueakDebug.log"
         hint = f"; {where} ends: {_one_line(tail, 400)}" if tail else (
             "; an unhandled error or warning opens a debugger nobody sees (no SqueakDebug.log was written)")
+        if stacks is not None:
+            hint += f"; every process's stack is in {stacks}"
         return f"the Squeak VM on {Path(image).name} {what}{hint}"
 
     def wait_for(self, path, timeout: float, process: Optional[subprocess.Popen] = None, image=None) -> None:
