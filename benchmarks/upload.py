@@ -72,11 +72,12 @@ def time_openssh(server, paths, remote_dir: str, workdir: Path, cipher: str = ""
     return time.perf_counter() - started
 
 
-def time_hotload(server, plan, remote_dir: str) -> float:
+def time_hotload(server, plan, remote_dir: str):
+    """Seconds, and the batch folder the files are in (protocol 2 publishes each batch as `<batch>/`)."""
     started = time.perf_counter()
     with SftpTransport.connect(parse_target(f"{server.alias}:{remote_dir}")) as transport:
-        Pusher(transport).push(plan)
-    return time.perf_counter() - started
+        result = Pusher(transport).push(plan)
+    return time.perf_counter() - started, Path(remote_dir) / result.batch
 
 
 def main():
@@ -102,8 +103,8 @@ def main():
 
         # OpenSSH with its own cipher choice (the peer), and with the cipher hotload prefers.
         runners = {
-            "OpenSSH sftp": lambda where: time_openssh(server, paths, where, workdir),
-            f"OpenSSH sftp -c {GCM}": lambda where: time_openssh(server, paths, where, workdir, GCM),
+            "OpenSSH sftp": lambda where: (time_openssh(server, paths, where, workdir), Path(where)),
+            f"OpenSSH sftp -c {GCM}": lambda where: (time_openssh(server, paths, where, workdir, GCM), Path(where)),
             "hotload push": lambda where: time_hotload(server, plan, where),
         }
         times = {label: [] for label in runners}
@@ -112,9 +113,10 @@ def main():
             line = []
             for number, (label, run) in enumerate(runners.items()):
                 where = remote / str(number)
-                times[label].append(run(str(where)))
+                seconds, arrived = run(str(where))
+                times[label].append(seconds)
                 for path in paths:
-                    if (where / path.name).stat().st_size != path.stat().st_size:
+                    if (arrived / path.name).stat().st_size != path.stat().st_size:
                         sys.exit(f"{label}: {path.name} arrived incomplete")
                 shutil.rmtree(where)
                 line.append(f"{label} {times[label][-1]:.2f} s")
@@ -124,7 +126,9 @@ def main():
         for label, values in times.items():
             print(f"{label:<42} {statistics.median(values):6.2f} s {rates[label]:7.1f} MB/s (median)")
         for label in list(runners)[:2]:
-            print(f"ratio hotload / {label}: {rates['hotload push'] / rates[label]:.2f}x")
+            per_round = [peer / ours for peer, ours in zip(times[label], times["hotload push"])]
+            print(f"ratio hotload / {label}: {rates['hotload push'] / rates[label]:.2f}x (of the medians); per round "
+                  f"min {min(per_round):.2f}x, median {statistics.median(per_round):.2f}x, max {max(per_round):.2f}x")
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
