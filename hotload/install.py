@@ -26,7 +26,14 @@ from .protocol import VersionMismatch
 from .status import fresh_conflict, read_heartbeat
 
 LOADER_FOLDER = "loader"
-GST_REMOTE_TIMEOUT = 120  # seconds for gst-remote to file the loader in and start it
+GST_REMOTE_TIMEOUT = 120
+SQUEAK_BAKE_TIMEOUT = 300  # seconds for the Squeak VM to file the loader in and save
+# Preferences a headless server image needs (Etoys): no sandbox for scripts, no key generation, no Etoys
+# start-up behaviour; guarded, for images without these preferences.
+_SQUEAK_PREFERENCES = (
+    "#(#securityChecksEnabled #automaticKeyGeneration #eToyFriendly) do: [ :each |\n"
+    "\t[ Preferences disable: each ] on: Error do: [ :e | e return: nil ] ]"
+)  # seconds for gst-remote to file the loader in and start it
 HEARTBEAT_POLL = 0.25  # seconds between reads of `heartbeat` while confirming a live install
 _MARK = "hotload-live-install"
 
@@ -102,6 +109,8 @@ class LoaderInstaller:
         ])
 
     def _bake_with_vm(self, image: Path, vm: Optional[str]) -> InstallResult:
+        if self.dialect == "squeak":
+            return self._bake_squeak(image, vm)
         script = image.with_name("hotload-install.st")
         statements = self.file_in_statements(loader_files(self.dialect)[0].parent) + [
             self.start_statement(),
@@ -123,6 +132,87 @@ class LoaderInstaller:
         if result.returncode != 0:
             raise InstallError(f"{shown} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
         return InstallResult(self.dialect, "baked", self.staging, [f"ran {shown}", f"saved {image}"])
+
+    def squeak_bake_code(self) -> str:
+        """The statements that bake the loader into a Squeak-family image (run by squeak.Squeak's script,
+        which writes HotloadOut to a file): the sandbox off for good, author initials, the three sources
+        filed in, the loader started, saved and quit. Globals are reached through `Smalltalk at:`: a name
+        the doit's compiler does not know yet would open a dialog."""
+        files = ".\n".join(
+            f"(FileStream readOnlyFileNamed: {st_string(str(path))}) fileIn" for path in loader_files("squeak")
+        )
+        priority = "nil" if self.priority is None else str(int(self.priority))
+        return f"""| loader watchdog |
+{_SQUEAK_PREFERENCES}.
+Utilities setAuthorInitials: 'hotload'.
+{files}.
+loader := (Smalltalk at: #HLLoader) startOn: {st_string(self.staging)} interval: {self.interval_ms} priority: {priority}.
+HotloadOut nextPutAll: 'hotload-baked polling ' , loader directory , ' every ' , loader interval printString , ' ms at priority ' , ((Smalltalk at: #HLPlatform) current describePriority: loader priority); nextPut: (Character value: 10); close.
+watchdog := Smalltalk at: #HotloadWatchdog ifAbsent: [ nil ].
+watchdog isNil ifFalse: [ watchdog terminate ].
+#(#HotloadOut #HotloadWatchdog) do: [ :each | Smalltalk removeKey: each ifAbsent: [ nil ] ].
+(Smalltalk at: #SmalltalkImage) current snapshot: true andQuit: true"""
+
+    def _bake_squeak(self, image: Path, vm: Optional[str]) -> InstallResult:
+        """Squeak family (Etoys 5.0 on squeak-vm 4.10.2 in the tests): write the script and the secure
+        folder beside the image, then run the VM headless on them (or print the command without --vm)."""
+        from .squeak import SQUEAK_KEYS, Squeak, SqueakError, find_vm
+
+        image = image.resolve()
+        script = image.with_name("hotload-install.st")
+        out = image.with_name("hotload-install.out")
+        secure = image.with_name("hotload-secure")
+        secure.mkdir(exist_ok=True)
+        (secure / "Squeak.keys").write_text(SQUEAK_KEYS)
+        linked = Squeak.link_sources(image)
+        runner = Squeak.__new__(Squeak)  # only for the script text: the VM may be elsewhere
+        script.write_text(runner.script_text(self.squeak_bake_code(), out, quit=False,
+                                             watchdog=SQUEAK_BAKE_TIMEOUT - 10))
+        if vm is None:
+            try:
+                found = find_vm()
+                shown_vm = f"{found} -plugins {found.parent}"
+            except SqueakError:
+                shown_vm = "squeakvm -plugins <the folder of squeakvm and its so.* plugins>"
+            return InstallResult(self.dialect, "command", self.staging, [
+                f"wrote {script} and {secure}/Squeak.keys" + (f"; linked {linked} beside the image" if linked else ""),
+                "run this where the Squeak VM is installed (or pass --vm PATH); it saves the image and quits: "
+                f"SQUEAK_SECUREDIR={secure} {shown_vm} -vm-display-null -vm-sound-null {image} {script}",
+                f"then check {out}: it says 'hotload-baked' and the loader's priority",
+            ])
+        squeak = Squeak(vm)
+        backup = image.with_name(image.name + ".bak")
+        shutil.copy2(image, backup)
+        changes = image.with_suffix(".changes")
+        if changes.is_file():
+            shutil.copy2(changes, changes.with_name(changes.name + ".bak"))
+        out.unlink(missing_ok=True)
+        try:
+            squeak.run_script(script, image, timeout=SQUEAK_BAKE_TIMEOUT, env={"SQUEAK_SECUREDIR": str(secure)})
+            written = out.read_text(errors="replace") if out.is_file() else ""
+            if "hotload-baked" not in written:
+                stacks = image.with_name("hotload-stacks.log")
+                why = written.replace("hotload-error: ", "").strip() or (
+                    f"the VM quit without saying (every process's stack is in {stacks})" if stacks.is_file()
+                    else "the VM quit without saying")
+                raise InstallError(f"baking the loader into {image} failed: {why}; the image is unchanged "
+                                   f"(its copy is {backup})")
+        except SqueakError as error:
+            shutil.copy2(backup, image)
+            raise InstallError(f"baking the loader into {image} failed: {error}; the image is unchanged") from None
+        finally:
+            script.unlink(missing_ok=True)
+            shutil.rmtree(secure, ignore_errors=True)
+        polling = written.strip().splitlines()[-1].replace("hotload-baked ", "")
+        out.unlink(missing_ok=True)
+        command = " ".join(squeak.command(image))
+        return InstallResult("squeak", "baked", self.staging, [
+            f"kept the previous image as {backup}" + (f"; linked {linked} beside the image" if linked else ""),
+            "turned the sandbox off for good (Preferences securityChecksEnabled, automaticKeyGeneration, "
+            "eToyFriendly) and set the author initials to hotload",
+            f"filed in {', '.join(p.name for p in loader_files('squeak'))} and started the loader: {polling}",
+            f"saved {image}; start it headless with: {command}",
+        ])
 
     def live(self, port: int, loader_folder: str, host: Optional[str] = None, *, transport,
              wait: Optional[float] = None) -> InstallResult:

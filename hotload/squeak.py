@@ -136,16 +136,19 @@ class Squeak:
         return target
 
     @staticmethod
-    def link_sources(image, *search) -> None:
-        """Put a link to the sources file beside `image` when it is not there."""
-        link = Path(image).parent / SOURCES_NAME
-        if link.exists():
-            return
-        for folder in (*search, ETOYS_IMAGE.parent):
-            candidate = Path(folder) / SOURCES_NAME
+    def link_sources(image, *search) -> Optional[Path]:
+        """Link the Etoys sources file beside `image` when the folder has no sources file (Squeak opens
+        it at start-up and asks, headless, when it is missing). Answer the link made, or None."""
+        folder = Path(image).parent
+        if (folder / SOURCES_NAME).exists() or any(folder.glob("*.sources")) or any(folder.glob("*.stc")):
+            return None
+        for where in (*search, ETOYS_IMAGE.parent):
+            candidate = Path(where) / SOURCES_NAME
             if candidate.is_file():
+                link = folder / SOURCES_NAME
                 link.symlink_to(candidate.resolve())
-                return
+                return link
+        return None
 
     @staticmethod
     def secure_dir(image) -> Path:
@@ -164,10 +167,15 @@ class Squeak:
                 str(Path(image).resolve())]
         return args + ([str(Path(script).resolve())] if script else [])
 
-    def env(self, image, extra=None) -> dict:
+    def env(self, image, extra=None, keys: bool = True) -> dict:
+        """The environment of a run: SQUEAK_SECUREDIR is `<image folder>/secure` unless `extra` names one,
+        or unset with `keys=False` (a baked image needs none: its sandbox is off for good)."""
         env = dict(os.environ)
-        env["SQUEAK_SECUREDIR"] = str(self.secure_dir(image))
         env.update(extra or {})
+        if not keys:
+            env.pop("SQUEAK_SECUREDIR", None)
+        elif "SQUEAK_SECUREDIR" not in (extra or {}):
+            env["SQUEAK_SECUREDIR"] = str(self.secure_dir(image))
         return env
 
     def script_text(self, code: str, out, quit: bool = True, watchdog: Optional[float] = None) -> str:
@@ -249,11 +257,12 @@ class Squeak:
                               f"{_one_line(text) or 'no output'}")
         return subprocess.CompletedProcess(command, process.returncode, text, "")
 
-    def start(self, image, log, script=None, env=None) -> subprocess.Popen:
-        """Start the VM on `image` in the background (its own session), VM output to `log`."""
+    def start(self, image, log, script=None, env=None, keys: bool = True) -> subprocess.Popen:
+        """Start the VM on `image` in the background (its own session), VM output to `log`. With
+        `keys=False` the VM starts exactly as the docs say a baked image starts: no SQUEAK_SECUREDIR."""
         with open(log, "ab") as output:
             return subprocess.Popen(self.command(image, script), stdout=output, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env(image, env), start_new_session=True)
+                                    stdin=subprocess.DEVNULL, env=self.env(image, env, keys), start_new_session=True)
 
     @staticmethod
     def kill(process: subprocess.Popen, sig=signal.SIGKILL) -> None:
