@@ -254,9 +254,12 @@ def test_restart_keeps_the_packages_and_the_loader_polls_again(app, packages):
         "HotloadOut nextPutAll: (Smalltalk at: #HLTestGreeter) new greeting; nextPut: (Character value: 10); "
         "nextPutAll: ((Smalltalk at: #MCPackage) named: 'Grease-Core') workingCopy ancestors first name; "
         "nextPut: (Character value: 10); "
-        "nextPutAll: (Smalltalk at: #HLLoader) current directory"
+        "nextPutAll: (Smalltalk at: #HLLoader) current directory; nextPut: (Character value: 10); "
+        "nextPutAll: ((Smalltalk at: #HLTestGreeter) sourceCodeAt: #greeting) asString"
     )
-    assert answer.splitlines() == ["hello from HLTestGreeter (a GRObject)", "Grease-Core-JohanBrichau.97", str(app.staging)], answer
+    lines = answer.splitlines()
+    assert lines[:3] == ["hello from HLTestGreeter (a GRObject)", "Grease-Core-JohanBrichau.97", str(app.staging)], answer
+    assert lines[3] == "greeting", answer  # the source, read from the .changes file the saves kept
 
 
 # -- killed at each step -------------------------------------------------------------------------
@@ -279,6 +282,7 @@ STEPS = {
     "journalInstall": (False, "failed"),
     "installed": (False, "failed"),  # v2 in memory only
     "journalSave": (False, "failed"),
+    "writing": (False, "failed"),  # killed as soon as <image>.hotload-new appears (no hook)
     "snapshot": (False, "failed"),  # <image>.hotload-new written, <image> is still the old one
     "backup": (False, "failed"),  # <image>.bak copied, <image> is still the old one
     "renamed": (True, "ok"),  # the new image is in place; nothing recorded yet
@@ -319,7 +323,14 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
     try:
         pushed = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--json", check=True)
         batch = json.loads(pushed.stdout)["batch"]
-        wait_until((app.folder / "stopped-at").exists, f"the loader to reach step {step}", 60, app)
+        if step == "writing":
+            snapshot = app.image.with_name(app.image.name + ".hotload-new")
+            deadline = time.monotonic() + 60
+            while not snapshot.exists() and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            assert snapshot.exists(), "the loader never started its snapshot"
+        else:
+            wait_until((app.folder / "stopped-at").exists, f"the loader to reach step {step}", 60, app)
     finally:
         app.stop()  # SIGKILL, at that very step
 
@@ -348,3 +359,7 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
         again = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--wait", "--timeout", WAIT, timeout=200)
         assert again.returncode == 0, again.stdout + again.stderr + app.tail()
     app.stop()
+    if step in ("snapshot", "renamed"):
+        # The image on disk and the .changes file agree: the method's source reads back (old or new).
+        source = app.ask("HotloadOut nextPutAll: ((Smalltalk at: #HLTestGreeter) sourceCodeAt: #greeting) asString")
+        assert ("'v2'" in source) == new_on_disk and ("hello from" in source) != new_on_disk, source
