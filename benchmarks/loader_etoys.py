@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,12 +179,32 @@ class EtoysServer:
         return "\n".join(parts)
 
 
+class PatientLoop(RequestLoop):
+    """RequestLoop with a client timeout of `timeout` seconds (RequestLoop's GET gives up after 10 s)."""
+
+    def __init__(self, urls, timeout: float):
+        super().__init__(urls)
+        self.timeout = timeout
+
+    def run(self):
+        while not self.done.is_set():
+            started, heading, ok = time.monotonic(), None, False
+            try:
+                with urllib.request.urlopen(self.urls[0], timeout=self.timeout) as response:
+                    heading = heading_of(response.read().decode("utf-8"))
+                    ok = response.status == 200 and heading.startswith(HEADING)
+            except OSError:  # URLError, HTTPError, timeouts and connection errors
+                pass
+            self.records.append((started, time.monotonic(), ok, heading))
+
+
 def load_under_requests(server: EtoysServer, dist: Path, packer: Packer, round_number: int, classes: int,
-                        methods: int, settle: float = 3.0) -> dict:
-    """One round: push a generated package while a client requests as fast as it can; answer the figures."""
+                        methods: int, settle: float = 3.0, client_timeout: float = 10.0) -> dict:
+    """One round: push a generated package while a client requests as fast as it can (each request
+    failing after `client_timeout` s without an answer); answer the figures."""
     heading = f"{HEADING} {round_number}"
     packed = bench_package(dist, packer, heading, classes, methods, round_number)
-    hammer = RequestLoop([server.url])
+    hammer = RequestLoop([server.url]) if client_timeout == 10.0 else PatientLoop([server.url], client_timeout)
     hammer.start()
     time.sleep(settle)
     started, push_seconds, batch = push(server, packed.path)
@@ -223,6 +244,8 @@ def main():
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--methods", type=int, default=100, help="methods per class")
     parser.add_argument("--interval-ms", type=int, default=1000)
+    parser.add_argument("--client-timeout", type=float, default=10.0,
+                        help="seconds a request waits for its answer (10: the gst benchmark's client)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
 
@@ -242,7 +265,8 @@ def main():
         print(f"\n== Etoys: {n}-method hot load under requests ({args.repeats} loads, interval {args.interval_ms} ms) ==")
         rows = []
         for number in range(1, args.repeats + 1):
-            row = load_under_requests(server, dist, packer, number, args.classes, args.methods)
+            row = load_under_requests(server, dist, packer, number, args.classes, args.methods,
+                                      client_timeout=args.client_timeout)
             rows.append(row)
             total = "never seen" if row["total"] is None else f"{row['total']:.3f} s"
             print(f"  load {number}: {row['methods']} methods, {row['size']} bytes .mcz: verify {row['verify'] * 1000:.0f} ms, "
