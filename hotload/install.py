@@ -11,6 +11,7 @@ the image reads them from its own machine.
 """
 
 import secrets
+import shlex
 import shutil
 import subprocess
 import time
@@ -171,13 +172,14 @@ watchdog isNil ifFalse: [ watchdog terminate ].
         if vm is None:
             try:
                 found = find_vm()
-                shown_vm = f"{found} -plugins {found.parent}"
+                shown_vm = f"{shlex.quote(str(found))} -plugins {shlex.quote(str(found.parent))}"
             except SqueakError:
                 shown_vm = "squeakvm -plugins <the folder of squeakvm and its so.* plugins>"
             return InstallResult(self.dialect, "command", self.staging, [
                 f"wrote {script} and {secure}/Squeak.keys" + (f"; linked {linked} beside the image" if linked else ""),
                 "run this where the Squeak VM is installed (or pass --vm PATH); it saves the image and quits: "
-                f"SQUEAK_SECUREDIR={secure} {shown_vm} -vm-display-null -vm-sound-null {image} {script}",
+                f"SQUEAK_SECUREDIR={shlex.quote(str(secure))} {shown_vm} -vm-display-null -vm-sound-null "
+                f"{shlex.quote(str(image))} {shlex.quote(str(script))}",
                 f"then check {out}: it says 'hotload-baked' and the loader's priority",
             ])
         squeak = Squeak(vm)

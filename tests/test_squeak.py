@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ try:
 except SqueakError as error:
     MISSING = str(error)
 
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no Squeak VM or Etoys image: {MISSING}")
+needs_vm = pytest.mark.skipif(MISSING is not None, reason=f"no Squeak VM or Etoys image: {MISSING}")
 
 INTERVAL_MS = 1000
 START_TIMEOUT = 30  # seconds for a started image to write a fresh heartbeat
@@ -119,6 +120,8 @@ class EtoysApp:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
+    if MISSING is not None:
+        pytest.skip(f"no Squeak VM or Etoys image: {MISSING}")
     etoys = EtoysApp(tmp_path_factory.mktemp("etoys"))
     result = run_hotload(
         "install-loader", "--to", etoys.staging, "--dialect", "squeak", "--image", etoys.image,
@@ -162,6 +165,34 @@ def packages(tmp_path_factory, corpus):
         "broken": broken,
         "marker": marker,
     }
+
+
+def test_without_vm_install_loader_writes_the_script_and_prints_the_command(tmp_path):
+    image = tmp_path / "etoys.image"
+    image.write_bytes(b"image bytes")
+    result = run_hotload("install-loader", "--to", "/srv/app/staging", "--dialect", "squeak", "--image", image, check=True)
+    script = tmp_path / "hotload-install.st"
+    assert f"-vm-display-null -vm-sound-null {image} {script}" in result.stdout
+    assert f"SQUEAK_SECUREDIR={tmp_path / 'hotload-secure'}" in result.stdout
+    assert "securityChecksEnabled" in (tmp_path / "hotload-secure" / "Squeak.keys").read_text()
+    text = script.read_text()
+    assert "startOn: '/srv/app/staging' interval: 2000 priority: nil" in text and "#eToyFriendly" in text
+    assert text.index("Hotload-Core.st") < text.index("Hotload-Monticello.st") < text.index("Hotload-Squeak.st")
+    assert image.read_bytes() == b"image bytes"
+
+
+@needs_vm
+def test_the_printed_command_bakes_as_printed(tmp_path):
+    """What a user does without --vm: run the printed command line in a shell."""
+    image = Squeak().prepare(tmp_path / "image")
+    shutil.rmtree(image.parent / "secure")  # the printed command brings its own Squeak.keys
+    result = run_hotload("install-loader", "--to", tmp_path / "staging", "--dialect", "squeak", "--image", image, check=True)
+    line = next(line for line in result.stdout.splitlines() if "SQUEAK_SECUREDIR=" in line)
+    command = line[line.index("SQUEAK_SECUREDIR="):].strip()
+    assert command.endswith("hotload-install.st"), command
+    subprocess.run(["timeout", "300", "sh", "-c", command], check=True, capture_output=True)
+    assert "hotload-baked polling" in (image.parent / "hotload-install.out").read_text()
+    assert "polling" in (image.parent / "hotload.log").read_text()
 
 
 def history(app) -> str:
