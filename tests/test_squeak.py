@@ -277,9 +277,14 @@ def test_a_save_only_trigger_saves_the_image(app):
     assert not list(app.folder.glob("*.hotload-*"))
 
 
-def test_restart_keeps_the_packages_and_the_loader_polls_again(app, packages):
+def test_restart_keeps_the_packages_and_the_loader_polls_again(app, packages, corpus):
     app.stop()
+    # Pushed while the image is down (no --wait: nothing answers): loaded once the image is up again.
+    pushed = run_hotload("push", corpus / "PBE-LightsOut-ty.1.mcz", "--to", app.staging, "--json", check=True)
+    batch = json.loads(pushed.stdout)["batch"]
     app.start()  # no script: the saved loader process goes on, with a new id
+    wait_until(lambda: app.status().batch == batch, "the batch pushed while the image was down", 60, app)
+    assert app.status().result == "ok" and app.status().loaded == ["PBE-LightsOut-ty.1"]
     app.stop()
     answer = app.ask(
         "HotloadOut nextPutAll: (Smalltalk at: #HLTestGreeter) new greeting; nextPut: (Character value: 10); "
