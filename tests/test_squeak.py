@@ -268,6 +268,37 @@ def test_a_batch_that_does_not_compile_goes_to_failed(app, packages):
     wait_until(lambda: app.heartbeat() and app.heartbeat().time > beat_before, "the next heartbeat", 10, app)
 
 
+def stage(app, files, sizes=None):
+    """A batch folder written by hand (as a client would, but with what a client never writes) and its trigger."""
+    from hotload.protocol import Manifest, ManifestEntry, new_batch_id, render_trigger
+
+    batch = new_batch_id()
+    folder = app.staging / batch
+    folder.mkdir()
+    entries = []
+    for position, (name, data) in enumerate(files, 1):
+        (folder / name).write_bytes(data)
+        size = (sizes or {}).get(name, len(data))
+        entries.append(ManifestEntry(position, name, size, hashlib.sha256(data).hexdigest(), name[: -len(".mcz")]))
+    (folder / protocol.MANIFEST).write_text(Manifest.new(entries, batch).render())
+    (app.staging / protocol.TRIGGER).write_text(render_trigger(batch))
+    wait_until(lambda: app.status() is not None and app.status().batch == batch, f"batch {batch}", 60, app)
+    wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the trigger to be consumed", 10, app)
+    return app.status()
+
+
+def test_verification_rejects_a_wrong_size_and_an_unreadable_mcz_before_loading(app, packages):
+    image_before = sha256(app.image)
+    greeter = packages["greeter_v2"].read_bytes()
+    status = stage(app, [(packages["greeter_v2"].name, greeter)], sizes={packages["greeter_v2"].name: len(greeter) + 1})
+    assert status.result == "failed" and "size" in status.error, status.error
+    status = stage(app, [(packages["greeter_v2"].name, greeter), ("Junk-x.1.mcz", b"not a zip at all")])
+    assert status.result == "failed" and "Junk-x.1.mcz" in status.error and status.loaded == [], status.error
+    assert sha256(app.image) == image_before
+    answer_greeting = (app.staging / protocol.FAILED / status.batch / "reason").read_text()
+    assert "Junk-x.1.mcz" in answer_greeting
+
+
 def test_a_save_only_trigger_saves_the_image(app):
     saved_before = app.image.stat().st_mtime_ns
     (app.staging / protocol.TRIGGER).write_text("")
