@@ -200,11 +200,13 @@ class Squeak:
     def watchdog_text(stacks, seconds: float) -> str:
         """The watchdog process, held in the global HotloadWatchdog: terminate it before a save that
         must not carry it (`HotloadWatchdog terminate`). Saved anyway, it does nothing in an image
-        started from that file: the VM's millisecond clock starts at 0, so it wakes before `seconds`."""
+        started from that file: there the VM's millisecond clock started again from 0, and when the
+        Delay wakes it is below the start clock of this run plus `seconds` (the Delay resumes with the
+        time it had left, counted from the new VM's start-up, which comes before any script runs)."""
         ms = int(seconds * 1000)
         return (
-            "Smalltalk at: #HotloadWatchdog put: ([ (Delay forMilliseconds: " + str(ms) + ") wait.\n"
-            "  Time millisecondClockValue >= " + str(ms) + " ifTrue: [ | f |\n"
+            "Smalltalk at: #HotloadWatchdog put: ([ :start | (Delay forMilliseconds: " + str(ms) + ") wait.\n"
+            "  Time millisecondClockValue >= (start + " + str(ms) + ") ifTrue: [ | f |\n"
             "  f := StandardFileStream forceNewFileNamed: " + _st_string(str(stacks)) + ".\n"
             "  (Process allInstances reject: [ :p | p isTerminated ]) do: [ :p |\n"
             "    f nextPutAll: '--- ' , p printString , ' priority ' , p priority printString; nextPut: (Character value: 10).\n"
@@ -214,7 +216,8 @@ class Squeak:
             "          f nextPutAll: '  ' , c printString; nextPut: (Character value: 10). c := c sender. n := n + 1 ] ]\n"
             "        on: Error do: [ :e | e return: nil ] ] ].\n"
             "  f close.\n"
-            "  Smalltalk snapshot: false andQuit: true ] ] forkAt: Processor timingPriority - 1)!"
+            "  Smalltalk snapshot: false andQuit: true ] ] newProcessWith: (Array with: Time millisecondClockValue))!\n"
+            "HotloadWatchdog priority: Processor timingPriority - 1; resume!"
         )
 
     def run(self, code: str, image, timeout: float = 120, quit: bool = True, env=None) -> str:
