@@ -99,7 +99,11 @@ class EtoysApp:
             beat = self.heartbeat()
             return beat is not None and beat.time >= int(started) and (before is None or beat.id != before.id)
 
-        wait_until(fresh, "the loader's first heartbeat after the start", START_TIMEOUT, app=self)
+        try:
+            wait_until(fresh, "the loader's first heartbeat after the start", START_TIMEOUT, app=self)
+        except AssertionError:
+            self.stop()
+            raise
         return time.time() - started
 
     def stop(self):
