@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import signal
 import time
 from pathlib import Path
 
@@ -93,18 +94,22 @@ class EtoysApp:
         if script:
             script_path = self.folder / "hotload-test-start.st"
             script_path.write_text(script)
-        self.process = self.squeak.start(self.image, self.vm_log, script=script_path, keys=script is not None)
-
         def fresh():
             beat = self.heartbeat()
             return beat is not None and beat.time >= int(started) and (before is None or beat.id != before.id)
 
-        try:
-            wait_until(fresh, "the loader's first heartbeat after the start", START_TIMEOUT, app=self)
-        except AssertionError:
-            self.stop()
-            raise
-        return time.time() - started
+        for attempt in (1, 2):
+            self.process = self.squeak.start(self.image, self.vm_log, script=script_path, keys=script is not None)
+            try:
+                wait_until(fresh, "the loader's first heartbeat after the start", START_TIMEOUT, app=self)
+                return time.time() - started
+            except AssertionError:
+                aborted = self.process.poll() == -signal.SIGABRT
+                self.stop()
+                # Debian's squeak-vm 4.10 now and then aborts (SIGABRT) while it starts, before the loader's
+                # first heartbeat (docs/dialects.md); the test is of the image, so it is started once more.
+                if not aborted or attempt == 2:
+                    raise
 
     def stop(self):
         """SIGKILL: what a crash, an OOM kill or a power cut does."""
