@@ -2,6 +2,11 @@
 
     >>> [p.name for p in loader_files("gst")]
     ['Hotload-Core.st', 'Hotload-GST.st']
+    >>> selftest_file().name
+    'Hotload-SelfTest.st'
+
+The self-test of the platform facade ships with them (tests/test_selftest.py files it in after the
+loader) but is not part of any dialect's loader: install-loader never files it in.
 """
 
 from pathlib import Path
@@ -14,6 +19,8 @@ DIALECTS = {
     "pharo": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Pharo.st"),
     "squeak": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Squeak.st"),
 }
+
+SELFTEST = "Hotload-SelfTest.st"
 
 
 def sources_dir() -> Path:
@@ -29,6 +36,11 @@ def loader_files(dialect: str) -> List[Path]:
         raise HotloadError(f"unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
     folder = sources_dir()
     return [folder / name for name in DIALECTS[dialect]]
+
+
+def selftest_file() -> Path:
+    """HLPlatformSelfTest: file it in after loader_files(dialect) to check a dialect's HLPlatform."""
+    return sources_dir() / SELFTEST
 
 
 def st_string(text: str) -> str:
