@@ -24,6 +24,7 @@ Etoys image (`sudo bash .ci/install-system`).
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from hotload import protocol  # noqa: E402
 from hotload.example_app import CounterApp, RequestLoop, free_port, heading_of  # noqa: E402
 from hotload.pack import Packer  # noqa: E402
 from hotload.protocol import Heartbeat  # noqa: E402
-from hotload.squeak import Squeak  # noqa: E402
+from hotload.squeak import STARTS, Squeak  # noqa: E402
 
 PACKAGE = "HLBench-App"
 HEADING = "Counter etoys"  # RequestLoop counts a 200 whose <h1> starts with "Counter" as answered
@@ -147,6 +148,7 @@ class EtoysServer:
         script.write_text(RESPONDER.replace("PORT", str(self.port)))
         self.process = self.squeak.start(self.image, self.vm_log, script=script)
         deadline = time.monotonic() + timeout
+        aborts = 0
 
         def ready():
             beat = self.heartbeat()
@@ -160,6 +162,10 @@ class EtoysServer:
 
         while not ready():
             if self.process.poll() is not None:
+                if self.process.returncode == -signal.SIGABRT and aborts < STARTS - 1:  # the start-up abort
+                    aborts += 1
+                    self.process = self.squeak.start(self.image, self.vm_log, script=script)
+                    continue
                 raise RuntimeError(f"the VM exited ({self.process.returncode}):\n{self.tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the image did not serve within {timeout:.0f} s:\n{self.tail()}")

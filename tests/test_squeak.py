@@ -10,7 +10,6 @@ save. Every VM run has a timeout (an unhandled error or warning hangs the VM).
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import signal
