@@ -279,10 +279,10 @@ _CLASS_DEFINITION = re.compile(
     r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+"
     r"(subclass|variableSubclass|variableByteSubclass|variableWordSubclass|weakSubclass|ephemeronSubclass|immediateSubclass):"
     r"\s*\#([A-Za-z_][A-Za-z0-9_:]*)"
-    r"\s+instanceVariableNames:\s*'([^']*+(?:''[^']*+)*+)'"
-    r"\s+classVariableNames:\s*'([^']*+(?:''[^']*+)*+)'"
-    r"(?:\s+poolDictionaries:\s*'([^']*+(?:''[^']*+)*+)')?"
-    r"\s+(?:category|package):\s*'([^']*+(?:''[^']*+)*+)'\s*\Z"
+    r"\s+instanceVariableNames:\s*'([^']*(?:''[^']*)*)'"
+    r"\s+classVariableNames:\s*'([^']*(?:''[^']*)*)'"
+    r"(?:\s+poolDictionaries:\s*'([^']*(?:''[^']*)*)')?"
+    r"\s+(?:category|package):\s*'([^']*(?:''[^']*)*)'\s*\Z"
 )
 _COMMENT_STAMP = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s+commentStamp:\s*'((?:[^']|'')*)'\s+prior:\s*[0-9]+\s*\Z")
 _UNARY_DOIT = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_.]*(?:\s+[A-Za-z_][A-Za-z0-9_.]*)*\s*\Z")
@@ -318,13 +318,13 @@ _METHODS_FOR = re.compile(
 # taken only where it stands for exactly what the chunk reader would read there; read_source
 # checks that (see _read_split) and otherwise reads the whole text chunk by chunk.
 _UNIT_PATTERN = r"""!
-    \s*+(?P<class>[A-Za-z_][A-Za-z0-9_.]*+)(?:\s++(?P<side>class|classSide|classTrait))?\s++methodsFor:\s*+
-    '(?P<protocol>[^']*+(?:''[^']*+)*+)'(?:\s++stamp:\s*+'(?P<stamp>[^']*+(?:''[^']*+)*+)')?\s*+!(?!!)
-    (?=\s*+[^\s!])(?P<source>[^!]*+)(?=!\s)!
-    \s++!(?!!)(?:\s++(?=!(?!!)))?"""
+    \s*(?P<class>[A-Za-z_][A-Za-z0-9_.]*)(?:\s+(?P<side>class|classSide|classTrait))?\s+methodsFor:\s*
+    '(?P<protocol>[^']*(?:''[^']*)*)'(?:\s+stamp:\s*'(?P<stamp>[^']*(?:''[^']*)*)')?\s*!(?!!)
+    (?=\s*[^\s!])(?P<source>[^!]*)(?=!\s)!
+    \s+!(?!!)(?:\s+(?=!(?!!)))?"""
 _UNIT_WITH_GROUPS = re.compile(_UNIT_PATTERN, re.X)
 _UNIT = re.compile(re.sub(r"\(\?P<(?!class)\w+>", "(?:", _UNIT_PATTERN), re.X)  # class name only: cheaper
-_CHUNK_END = re.compile(r"[^!]*+(?:!![^!]*+)*+!")  # through the next single `!`
+_CHUNK_END = re.compile(r"[^!]*(?:!![^!]*)*!(?!!)")  # through the next single `!`
 
 
 def _clean(raw: str) -> str:

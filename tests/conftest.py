@@ -10,6 +10,46 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "mcz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Test files that run a Smalltalk image (GNU Smalltalk or Etoys); every test in them is marked
+# `smalltalk`, and so is any other test that uses a fixture below or is skipped without GNU Smalltalk
+# or the Squeak VM. `-m "not smalltalk"` runs the client suite alone (CI does so under the oldest
+# Python the client supports).
+SMALLTALK_FILES = {
+    "test_demo.py",
+    "test_install_live.py",
+    "test_live_gst.py",
+    "test_live_undo_gst.py",
+    "test_loader_faults.py",
+    "test_loader_hostile.py",
+    "test_loader_reader.py",
+    "test_selftest.py",
+    "test_squeak.py",
+    "test_squeak_requests.py",
+    "test_squeak_rollback.py",
+    "test_undo_gst.py",
+}
+SMALLTALK_FIXTURES = {"loader_renderings"}
+SMALLTALK_SKIP_REASONS = ("GNU Smalltalk", "Squeak", "Etoys")
+
+
+def _runs_smalltalk(item) -> bool:
+    if Path(str(item.fspath)).name in SMALLTALK_FILES:
+        return True
+    if SMALLTALK_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    return any(
+        any(word in str(mark.kwargs.get("reason", "")) for word in SMALLTALK_SKIP_REASONS)
+        for mark in item.iter_markers("skipif")
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _runs_smalltalk(item):
+            item.add_marker(pytest.mark.smalltalk)
+        if {"sshd", "ssh_home"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sshd)
+
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
