@@ -57,35 +57,9 @@ SKIPS: Dict[Tuple[str, str], str] = {
         "testSha256KnownVectors, testSha256PaddingBoundaries and testSha256HexOfFile run the same code"),
 }
 
-# Facade defects the self-test found, each with the fix verified on Etoys by compiling it into a scratch image
-# and running the self-test again (all of these then pass). The fixes belong in smalltalk/Hotload-Squeak.st.
-_FIFO = "the FIFO defect of HLSqueakPlatform>>kindOf: (see testKindOfFifoNeverOpened)"
-KNOWN_DEFECTS: Dict[Tuple[str, str], str] = {
-    ("squeak", "testKindOfFifoNeverOpened"): (
-        "HLSqueakPlatform>>kindOf: answers #file for a FIFO (FilePlugin's directory entries carry no file type: a "
-        "FIFO looks like an empty file), so every check built on kindOf: lets FIFOs through. Verified fix: for a "
-        "#file of size 0, open it read-write (never blocks on Linux, unlike read-only) and answer #other when the "
-        "stream's position primitive fails or its size is not 0 (a FIFO's is -1 as an unsigned 64-bit number)"),
-    ("squeak", "testReadTextLimitRefusesFifo"): "readText:limit: answers '' for a FIFO: " + _FIFO,
-    ("squeak", "testWriteTextRefusesFifo"): "writeText:to: replaces a FIFO with a file: " + _FIFO,
-    ("squeak", "testAppendLineRefusesFifo"): (
-        "appendLine:to: opens a FIFO read-write and writes into it (the VM would block once 64 KiB wait "
-        "unread): " + _FIFO),
-    ("squeak", "testDeleteLeavesFifo"): "delete: removes a FIFO: " + _FIFO,
-    ("squeak", "testFileNamesInSkipsFifos"): (
-        "fileNamesIn: lists a FIFO: " + _FIFO + ", and the fileNamesIn: fix of testFileNamesInSkipsLinks"),
-    ("squeak", "testFileNamesInSkipsLinks"): (
-        "HLSqueakPlatform>>fileNamesIn: lists links to files, to folders and dangling ones (FileDirectory>>fileNames "
-        "follows links). Verified fix: keep the names whose kindOf: is #file"),
-    ("squeak", "testRemoveEmptyDirectoryLeavesFilesAndLinks"): (
-        "HLSqueakPlatform>>removeEmptyDirectory: answers true ('gone') for a regular file that is still there. "
-        "Verified fix, as HLGSTPlatform: unless kindOf: is #directory answer kind isNil; else delete it when its "
-        "entries are empty and answer (kindOf: aPath) isNil"),
-    ("squeak", "testZipMemberOfFifo"): (
-        "HLSqueakPlatform>>zipMember:of: a FIFO opens it read-only (ZipArchive>>readFrom:) and the whole VM blocks in "
-        "open(2) (the loader is shielded today by its size and SHA-256 checks, which come first). Verified fix: answer "
-        "nil unless kindOf: is #file, with the fix of " + _FIFO),
-}
+# Facade defects the self-test found and that are not fixed yet: (dialect, test) -> the defect and its verified
+# fix. Empty today: the Etoys FIFO, link and folder defects it found are fixed in smalltalk/Hotload-Squeak.st.
+KNOWN_DEFECTS: Dict[Tuple[str, str], str] = {}
 
 
 #: Not a facade defect: the Etoys image or VM. Counted by test_saved_image_starts_at_the_first_try, and tried
