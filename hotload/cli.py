@@ -3,10 +3,13 @@
 import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import List
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import __version__
@@ -20,21 +23,38 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(error: HotloadError):
     for line in str(error).splitlines():
-        err.print(f"[bold red]hotload:[/] {line}", soft_wrap=True)
+        err.print(f"[bold red]hotload:[/] {escape(line)}", soft_wrap=True)
     sys.exit(error.exit_code)
 
 
+def _source_author():
+    return os.environ.get("HOTLOAD_AUTHOR") or None  # None: the folder's git author, else hotload
+
+
 def read_batch(paths: List[str]) -> LoadPlan:
-    """Read every file, reporting every broken one (exit 2), then plan."""
-    packages, problems = [], []
+    """Read every file, reporting every broken one (exit 2), then plan.
+
+    A Tonel or FileTree folder is packed first, into a temporary folder removed when the command ends.
+    """
+    from .errors import InputError
+
+    packages, problems, workdir = [], [], None
     for path in paths:
         try:
-            packages.append(read_mcz(path))
-        except PackageError as error:
+            if Path(path).is_dir():
+                from .pack import Packer
+
+                if workdir is None:
+                    workdir = click.get_current_context().with_resource(tempfile.TemporaryDirectory(prefix="hotload-pack-"))
+                for packed in Packer(author=_source_author()).pack_folder(path, workdir):
+                    packages.append(read_mcz(packed.path))
+            else:
+                packages.append(read_mcz(path))
+        except InputError as error:
             problems.append(error)
     if problems:
         for problem in problems:
-            err.print(f"[bold red]hotload:[/] {problem}", soft_wrap=True)
+            err.print(f"[bold red]hotload:[/] {escape(str(problem))}", soft_wrap=True)
         err.print("nothing was planned or pushed; fix or remove the files above")
         sys.exit(2)
     return LoadPlan.build(packages)
@@ -109,7 +129,10 @@ def print_plan(plan: LoadPlan):
 @click.argument("packages", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(packages, as_json):
-    """Show packages, their requirements and the load order."""
+    """Show packages, their requirements and the load order.
+
+    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly).
+    """
     load_plan = read_batch(packages)
     if as_json:
         click.echo(json.dumps(load_plan.to_json(), indent=2))
@@ -121,19 +144,31 @@ def plan(packages, as_json):
 
 
 @main.command()
-@click.argument("source", type=click.Path())
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .mcz to write, or a folder.")
-@click.option("--name", default="", help="Package name (default: the classes' category).")
-@click.option("--author", default=lambda: os.environ.get("HOTLOAD_AUTHOR", "hotload"), show_default="$HOTLOAD_AUTHOR or hotload")
-@click.option("--message", default="", help="Commit message of the version.")
+@click.option("--name", default="", help="Package name (default: the classes' category, or package.st's name).")
+@click.option("--author", default=_source_author, show_default="$HOTLOAD_AUTHOR, else the folder's git author, else hotload")
+@click.option("--message", default="", help="Commit message of the version (default for folders: the git commit's).")
 @click.option("--ancestor", type=click.Path(), default=None, help="The previous .mcz (default: newest in the output folder).")
-def pack(source, output, name, author, message, ancestor):
-    """Build a Monticello .mcz from a chunk-format source file."""
-    from .pack import Packer
+def pack(sources, output, name, author, message, ancestor):
+    """Build Monticello .mcz files from chunk-format source files, Tonel or FileTree package folders,
+    or repository folders holding many packages (one .mcz per package)."""
+    from .pack import PackError, Packer
 
-    result = Packer(author=author, message=message, package_name=name).pack(source, output, ancestor)
-    parent = f", ancestor {result.ancestor.name}" if result.ancestor else ""
-    out.print(f"wrote {result.path} ({result.version.name}: {result.classes} classes, {result.methods} methods{parent})")
+    if len(sources) > 1 and (Path(output).suffix == ".mcz" or name or ancestor):
+        raise PackError("with several sources give a folder as --output, and neither --name nor --ancestor")
+    packer = Packer(author=author, message=message, package_name=name)
+    for source in sources:
+        if Path(source).is_dir():
+            results = packer.pack_folder(source, output, ancestor)
+        else:
+            results = [packer.pack(source, output, ancestor)]
+        for result in results:
+            parent = f", ancestor {result.ancestor.name}" if result.ancestor else ""
+            out.print(
+                f"wrote {result.path} ({result.version.name}: {result.classes} classes, {result.methods} methods{parent})",
+                markup=False,
+            )
 
 
 # -- push --------------------------------------------------------------------------------
@@ -241,6 +276,8 @@ def print_status(status):
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
     """Upload packages to staging directories and trigger the loader.
+
+    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly into a temporary folder).
 
     With many --to, the exit status is the highest of the targets' (see `hotload --help`).
     """
