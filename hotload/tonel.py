@@ -82,6 +82,8 @@ class _Ston:
             match = _STON_SYMBOL.match(self.text, pos)
             if match:
                 return match.group(1), match.end()
+        if not char:
+            self.fail(pos, "the file ends where a STON value should follow")
         match = _STON_NUMBER.match(self.text, pos) or _STON_WORD.match(self.text, pos)
         if match:
             word = match.group(0)
@@ -108,7 +110,7 @@ class _Ston:
                 self.fail(end, f"unknown STON escape \\{escape} in a string")
 
     def list(self, pos: int, depth: int) -> Tuple[list, int]:
-        items, pos = [], self.skip(pos + 1)
+        start, items, pos = pos, [], self.skip(pos + 1)
         if self.text.startswith("]", pos):
             return items, pos + 1
         while True:
@@ -118,12 +120,14 @@ class _Ston:
             char = self.text[pos : pos + 1]
             if char == "]":
                 return items, pos + 1
+            if not char:
+                self.fail(start, "the STON list [ opened here is never closed")
             if char != ",":
                 self.fail(pos, "a STON list needs ',' between items and ']' at its end")
             pos += 1
 
     def map(self, pos: int, depth: int) -> Tuple[dict, int]:
-        items, pos = {}, self.skip(pos + 1)
+        start, items, pos = pos, {}, self.skip(pos + 1)
         if self.text.startswith("}", pos):
             return items, pos + 1
         while True:
@@ -139,6 +143,8 @@ class _Ston:
             char = self.text[pos : pos + 1]
             if char == "}":
                 return items, pos + 1
+            if not char:
+                self.fail(start, "the STON map { opened here is never closed")
             if char != ",":
                 self.fail(pos, "a STON map needs ',' between entries and '}' at its end")
             pos += 1
