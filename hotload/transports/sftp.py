@@ -105,6 +105,11 @@ def _transport(sock, **options) -> paramiko.Transport:
     return transport
 
 
+def _has_private_write_calls(sftp) -> bool:
+    """Whether this paramiko has the private calls the fast upload uses (paramiko 3.5 to 5 have them)."""
+    return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
+
+
 def _write_request_size(channel: paramiko.Channel, handle: bytes) -> int:
     """Data bytes per SSH_FXP_WRITE so that each request fills whole SSH packets.
 
@@ -295,33 +300,55 @@ class SftpTransport(Transport):
         """Pipelined writes: up to MAX_OUTSTANDING requests in flight, acknowledgements read oldest first.
 
         (paramiko's own pipelined SFTPFile.write waits for every outstanding reply each
-        time more than 100 are queued, which empties the pipe.)
+        time more than 100 are queued, which empties the pipe.) With a paramiko that lacks
+        the private calls this needs, the upload goes through its public pipelined write.
         """
         sftp = self.sftp
         with open(local_path, "rb") as source, sftp.open(self._path(name), "wb") as handle:
-            size = _write_request_size(sftp.sock, handle.handle)
-            pending = deque()
-            offset = 0
             try:
-                while True:
-                    block = source.read(size)
-                    if not block:
-                        break
-                    pending.append(sftp._async_request(type(None), CMD_WRITE, handle.handle, int64(offset), block))
-                    offset += len(block)
-                    if len(pending) > MAX_OUTSTANDING:
-                        sftp._read_response(pending.popleft())  # raises on an error status
-                    if progress:
-                        progress(len(block))
-                while pending:
-                    sftp._read_response(pending.popleft())
+                if _has_private_write_calls(sftp):
+                    self._upload_pipelined(source, handle, progress)
+                else:
+                    self._upload_public(source, handle, progress)
             except (socket.timeout, EOFError, paramiko.SSHException):
                 # Drop the connection now: closing the handle would otherwise wait for the server once more.
                 self.client.close()
                 raise
-            finally:
-                # Replies still owed are read and dropped by the next request on this connection.
-                pending.clear()
+
+    def _upload_pipelined(self, source, handle: paramiko.SFTPFile, progress: Progress) -> None:
+        sftp = self.sftp
+        size = _write_request_size(sftp.sock, handle.handle)
+        pending = deque()
+        offset = 0
+        try:
+            while True:
+                block = source.read(size)
+                if not block:
+                    break
+                pending.append(sftp._async_request(type(None), CMD_WRITE, handle.handle, int64(offset), block))
+                offset += len(block)
+                if len(pending) > MAX_OUTSTANDING:
+                    sftp._read_response(pending.popleft())  # raises on an error status
+                if progress:
+                    progress(len(block))
+            while pending:
+                sftp._read_response(pending.popleft())
+        finally:
+            # Replies still owed are read and dropped by the next request on this connection.
+            pending.clear()
+
+    @staticmethod
+    def _upload_public(source, handle: paramiko.SFTPFile, progress: Progress) -> None:
+        """paramiko's public write, pipelined: closing the file (the caller's `with`) waits for every
+        acknowledgement and raises on an error status."""
+        handle.set_pipelined(True)
+        while True:
+            block = source.read(CHUNK)
+            if not block:
+                break
+            handle.write(block)
+            if progress:
+                progress(len(block))
 
     @translating_errors
     def rename_replacing(self, source: str, target: str) -> None:
