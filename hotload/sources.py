@@ -24,11 +24,19 @@ class SourceError(InputError):
     """A Tonel or FileTree source that cannot be read: `file:line: what is wrong`."""
 
     def __init__(self, path, problem: str, line: Optional[int] = None):
-        self.path = str(path)
+        self.path = _one_line(str(path))
         self.line = line
-        self.problem = problem
+        self.problem = _one_line(problem)
         where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{where}: {self.problem}")
+
+
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """Line breaks quoted from a source are shown escaped: an error is one line."""
+    return _LINE_BREAKS.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 @dataclass

@@ -137,7 +137,7 @@ class _Ston:
                 self.fail(key_at, "a STON map key must be a symbol or a string")
             pos = self.skip(pos)
             if not self.text.startswith(":", pos):
-                self.fail(pos, f"expected ':' after the key #{key} in a STON map")
+                self.fail(pos, f"expected ':' after the key {key!r} in a STON map")
             items[key], pos = self.value(pos + 1, depth + 1)
             pos = self.skip(pos)
             char = self.text[pos : pos + 1]
@@ -324,7 +324,7 @@ class TonelFile:
             fail(pos, f"a method for {class_name}, but this file {what} {self.name}; move it to {class_name}'s file")
         opening = text.find("[", header.end())
         if opening < 0:
-            fail(pos, f"the method {text[pos:header.end()]} has no body: `[` not found")
+            fail(pos, f"the method {text[pos:header.end()]!r} has no body: `[` not found")
         pattern = text[header.end() : opening]
         if not _MESSAGE_PATTERN.match(pattern):
             fail(pos, f"cannot read the message pattern {pattern.strip()[:40]!r} of a method of {self.name}")
