@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from . import sexpr
 from .chunks import ClassDefinition, MethodDefinition, Snapshot
 from .mcz import VersionInfo, parse_version_info
-from .sources import PackageSource, SourceError, pattern_selector, read_text
+from .sources import PackageSource, SourceError, list_folder, pattern_selector, read_text
 
 _KINDS = {
     "normal": "subclass",
@@ -154,7 +154,7 @@ def _methods(folder: Path, class_name: str) -> List[MethodDefinition]:
     for side, meta in _SIDES:
         if not (folder / side).is_dir():
             continue
-        for path in sorted((folder / side).glob("*.st")):
+        for path in (p for p in list_folder(folder / side) if p.suffix == ".st"):
             text = read_text(path)
             category, newline, source = text.partition("\n")
             selector = pattern_selector(source)
@@ -198,7 +198,7 @@ def read_filetree_package(folder: Path) -> PackageSource:
     name = read_package_name(folder)
     snapshot = Snapshot()
     class_traits: Dict[str, str] = {}
-    for child in sorted(folder.iterdir()):
+    for child in list_folder(folder):
         if not child.is_dir() or child.name.startswith("."):
             continue
         if child.suffix in (".class", ".trait"):

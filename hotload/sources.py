@@ -56,8 +56,8 @@ class PackageSource:
 
 
 _PATTERN = re.compile(
-    r"""(?:\s+|"[^"]*")*+   # white space and comments before the message pattern
-    (?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\s*)+)
+    r"""(?:\s|"[^"]*")*   # white space and comments before the message pattern
+    (?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\b\s*)+)
       |([-+*/\\<>=~@%|&?,!]+)\s*[A-Za-z_]
       |([A-Za-z_][A-Za-z0-9_]*))""",
     re.X,
@@ -119,7 +119,7 @@ def package_folders(folder: Path) -> List[Path]:
         if source_directory is not None and source_directory.is_dir():
             found = _packages_in(source_directory)
     if not found:
-        for child in sorted(folder.iterdir()):
+        for child in list_folder(folder):
             if child.is_dir() and not child.name.startswith("."):
                 found.extend(_packages_in(child))
     if not found:
@@ -130,8 +130,16 @@ def package_folders(folder: Path) -> List[Path]:
     return found
 
 
+def list_folder(folder: Path) -> List[Path]:
+    """The entries of a folder, sorted; an unreadable folder is a SourceError."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as error:
+        raise SourceError(folder, f"cannot be listed ({error.strerror or error}); check its permissions") from None
+
+
 def _packages_in(folder: Path) -> List[Path]:
-    return [child for child in sorted(folder.iterdir()) if child.is_dir() and folder_kind(child)]
+    return [child for child in list_folder(folder) if child.is_dir() and folder_kind(child)]
 
 
 def _project_source_directory(folder: Path) -> Optional[Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .chunks import ClassDefinition, MethodDefinition, Snapshot
-from .sources import PackageSource, SourceError, line_of, pattern_selector, read_text
+from .sources import PackageSource, SourceError, line_of, list_folder, pattern_selector, read_text
 
 MAX_NESTING = 200  # STON maps and lists deeper than this are refused, not recursed into
 
@@ -245,7 +245,7 @@ def _trim_comment(text: str) -> str:
 _DEFINITION = re.compile(r"(Class|Trait|Extension|Package)\s*(?=\{)")
 _HEADER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+(class|classSide))?[ \t]*>>")
 _MESSAGE_PATTERN = re.compile(
-    r"\s*(?:(?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\s*)+|[-+*/\\<>=~@%|&?,!]+\s*[A-Za-z_][A-Za-z0-9_]*\s*"
+    r"\s*(?:(?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\b\s*)+|[-+*/\\<>=~@%|&?,!]+\s*[A-Za-z_][A-Za-z0-9_]*\s*"
     r"|[A-Za-z_][A-Za-z0-9_]*\s*)\Z"
 )
 
@@ -456,7 +456,7 @@ def read_tonel_package(folder: Path) -> PackageSource:
     snapshot = Snapshot()
     class_traits: Dict[str, str] = {}
     where: Dict[Tuple[str, bool, str], str] = {}
-    files = sorted(path for path in folder.iterdir() if path.suffix == ".st" and path.name != "package.st")
+    files = [path for path in list_folder(folder) if path.suffix == ".st" and path.name != "package.st"]
     for path in files:
         tonel = TonelFile.read(path)
         if tonel.kind == "Package":
