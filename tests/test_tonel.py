@@ -394,3 +394,13 @@ def test_a_folder_with_no_package_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_in_process("pack", tmp_path / "empty", "-o", tmp_path / "dist")
     assert result.returncode == 2 and "holds no Tonel package" in result.stderr
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_read_as_lf(tmp_path):
+    text = class_file(comment="Two\nlines", methods=tonel_method("Foo >> a", "\t^ 'x\ny'"))
+    lf = read_tonel_package(write_package(tmp_path / "lf" / "Pkg", {"Foo.class.st": text}))
+    crlf_folder = write_package(tmp_path / "crlf" / "Pkg", {})
+    (crlf_folder / "Foo.class.st").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    crlf = read_tonel_package(crlf_folder)
+    assert [m.source for m in crlf.snapshot.methods] == [m.source for m in lf.snapshot.methods] == ["a\n\t^ 'x\ny'"]
+    assert crlf.snapshot.classes["Foo"].comment == lf.snapshot.classes["Foo"].comment == "Two\nlines"
