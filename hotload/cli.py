@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import __version__
-from .errors import HotloadError, PackageError, TargetError, exit_code_table
+from .errors import HotloadError, InputError, TargetError, exit_code_table
 from .mcz import read_mcz
 from .plan import LoadPlan
 
@@ -36,8 +36,6 @@ def read_batch(paths: List[str]) -> LoadPlan:
 
     A Tonel or FileTree folder is packed first, into a temporary folder removed when the command ends.
     """
-    from .errors import InputError
-
     packages, problems, workdir = [], [], None
     for path in paths:
         try:
