@@ -83,8 +83,16 @@ def monticello_author(name: str) -> str:
 
 
 class Packer:
-    """Writes .mcz files. With author None a folder's version takes author and message from its last git commit
-    (an explicit author or message wins); a chunk file's author is then `hotload`."""
+    """Writes .mcz files from a chunk file, a Tonel or FileTree folder, or a package already read.
+
+        >>> Packer(author="jd", message="fix").pack_folder("src/Shop-Core", "dist/")[0].version.name
+        'Shop-Core-jd.1'
+        >>> Packer(author=None).pack_source(read_package(Path("src/Shop-Core")), tmp).version.author
+        'JaneDoe'
+
+    With author None a folder's version takes author and message from its last git commit
+    (an explicit author or message wins); a chunk file's author is then `hotload`.
+    """
 
     def __init__(self, author: Optional[str], message: str = "", package_name: str = ""):
         if author is not None and not _AUTHOR.match(author):

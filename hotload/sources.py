@@ -41,7 +41,12 @@ def _one_line(text: str) -> str:
 
 @dataclass
 class PackageSource:
-    """One package read from a source folder, ready for `Packer.pack_source`."""
+    """One package read from a source folder, ready for `Packer.pack_source`.
+
+        >>> package = read_package(Path("src/Shop-Core"))
+        >>> package.kind, sorted(package.snapshot.classes), package.initializers()
+        ('tonel', ['Cart', 'Order'], ['Cart'])
+    """
 
     name: str
     path: Path
