@@ -31,6 +31,8 @@ HISTORY = "history.log"
 FAILED = "failed"
 CONFLICT = "conflict"
 JOURNAL = "journal"
+LOADED = "loaded"
+PACKAGES = "packages"
 TEMP_PREFIX = ".hotload-tmp-"
 
 STALE_LOCK_SECONDS = 600
@@ -383,3 +385,89 @@ class Status:
     @property
     def ok(self) -> bool:
         return self.result == "ok"
+
+
+@dataclass(frozen=True)
+class LoadedPackage:
+    """One package the image runs because hotload loaded it: a `package` row of the loaded record."""
+
+    package: str
+    version: str
+    file: str
+    size: int
+    sha256: str
+    batch: str
+    loaded_at: float
+
+    def to_json(self) -> dict:
+        return {
+            "package": self.package, "version": self.version, "file": self.file, "size": self.size,
+            "sha256": self.sha256, "batch": self.batch, "loaded_at": iso(self.loaded_at),
+        }
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class LoadedRecord:
+    """`loaded`: every package the image runs because hotload loaded it, written by the loader from the image."""
+
+    image: str
+    packages: Dict[str, LoadedPackage] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "LoadedRecord":
+        record = cls(image="")
+        for row in parse_record(text, LOADED):
+            if row[0] == "image" and len(row) > 1:
+                record.image = row[1]
+            elif row[0] == "package":
+                package = cls._package(row)
+                record.packages[package.package] = package
+        return record
+
+    @staticmethod
+    def _package(row: List[str]) -> LoadedPackage:
+        if len(row) < 9:
+            raise ProtocolError(f"the loaded record has a package line with {len(row) - 1} fields, not 8")
+        _, package, version, file, size, sha256, batch, seconds = row[:8]
+        if not package or not version:
+            raise ProtocolError("the loaded record has a package line without a package or version name")
+        try:
+            check_package_file_name(file)
+        except InputError as error:
+            raise ProtocolError(f"the loaded record's line for {package}: {error}") from None
+        if not _DIGITS.match(size) or not _SHA256.match(sha256) or not is_batch_id(batch):
+            raise ProtocolError(f"the loaded record's line for {package} has a bad size, SHA-256 or batch id")
+        return LoadedPackage(package, version, file, int(size), sha256, batch, _number(seconds))
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "packages": [self.packages[name].to_json() for name in sorted(self.packages)]}
+
+
+HISTORY_RESULTS = ("ok", "failed", "saved", "rejected")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of history.log: `<epoch> <iso time> <batch or -> <result> <detail>`."""
+
+    time: float
+    batch: str
+    result: str
+    detail: str
+
+    @classmethod
+    def parse(cls, line: str) -> Optional["HistoryEntry"]:
+        """The entry, or None for a line that is not one (history.log is only appended to, never trusted)."""
+        fields = line.split("\t", 4)
+        if len(fields) < 4 or not _DIGITS.match(fields[0]) or fields[3] not in HISTORY_RESULTS:
+            return None
+        batch = fields[2] if fields[2] == "-" or is_batch_id(fields[2]) else None
+        if batch is None and not fields[2].startswith("invalid-"):
+            return None
+        return cls(float(fields[0]), fields[2], fields[3], fields[4] if len(fields) > 4 else "")
+
+    def to_json(self) -> dict:
+        return {"time": iso(self.time), "batch": self.batch, "result": self.result, "detail": self.detail}

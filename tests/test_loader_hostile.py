@@ -246,7 +246,7 @@ KIND_WORDS = {
 
 # -- entries of the wrong kind at the protocol's names --------------------------------------------------------
 
-FILE_NAMES = ["heartbeat", "status", "history.log", "lock", "load", "journal", "conflict"]
+FILE_NAMES = ["heartbeat", "status", "history.log", "lock", "load", "journal", "conflict", "loaded"]
 BAD_FILE_KINDS = ["link-to-file", "link-to-folder", "folder", "fifo"]
 BAD_FOLDER_KINDS = ["link-to-folder", "link-to-file", "file", "fifo"]
 
@@ -279,7 +279,7 @@ def test_wrong_kind_at_a_file_name_is_reported_and_polling_goes_on(app, versions
 
 
 @pytest.mark.parametrize("kind", ["link-to-file", "fifo"])
-@pytest.mark.parametrize("name", ["heartbeat", "status", "history.log", "journal"])
+@pytest.mark.parametrize("name", ["heartbeat", "status", "history.log", "journal", "loaded"])
 def test_a_batch_triggered_while_a_record_is_bad_is_loaded_and_nothing_outside_changes(app, versions, untouched, name, kind):
     """The records the loader writes during a batch: a bad one is never written through; the batch is loaded
     (the bookkeeping it cannot do is logged), or, for the journal, waits until the journal can be written."""
@@ -355,6 +355,32 @@ def test_wrong_kind_at_failed_is_reported_and_a_rejected_batch_stays_in_place(ap
         if kept.exists():
             kept.rename(path)
     remove(folder)
+    wait_healthy(app)
+    push_v1(app, versions)
+
+
+@pytest.mark.parametrize("kind", BAD_FOLDER_KINDS)
+def test_wrong_kind_at_packages_is_reported_and_a_batch_loads_without_keeping_its_files(app, versions, untouched, kind):
+    path = app.staging / protocol.PACKAGES
+    kept = path.with_name("packages.kept")
+    if path.is_dir() and not path.is_symlink():
+        path.rename(kept)
+    make_bad(path, kind, untouched)
+    try:
+        expected = f"packages is {KIND_WORDS[kind]}"
+        app.wait_until(
+            lambda: heartbeat_of(app) is not None and any(p.startswith(expected) for p in heartbeat_of(app).problems),
+            f"the problem {expected!r} in heartbeat",
+        )
+        batch, folder = new_batch(app, [versions[0]])
+        trigger(app, batch)
+        assert wait_for_status(app, batch).result == "ok"
+        assert not os.path.lexists(folder)  # loaded and cleaned up; nothing moved into or through packages
+        assert_serving_v1(app)
+    finally:
+        remove(path)
+        if kept.exists():
+            kept.rename(path)
     wait_healthy(app)
     push_v1(app, versions)
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import run_hotload
 from helpers import class_def, make_package, method
 from hotload import protocol
-from hotload.protocol import Heartbeat, Status
+from hotload.protocol import Heartbeat, LoadedRecord, Status
 from hotload.squeak import Squeak, SqueakError, find_image, find_vm
 
 try:
@@ -247,6 +247,13 @@ def test_push_real_packages_over_ssh_in_planned_order(app, packages, sshd):
     assert not list(app.folder.glob("*.hotload-*"))
     assert not list(app.staging.glob("2*"))
     assert "Grease-Core-JohanBrichau.97 HLTest-Greeter-etoys.1" in history(app)
+    # The loaded record (written by the loader from the image) and the kept .mcz files.
+    record = LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
+    assert {name: p.version for name, p in record.packages.items()} == {
+        "Grease-Core": "Grease-Core-JohanBrichau.97", "HLTest-Greeter": "HLTest-Greeter-etoys.1"}
+    for package in record.packages.values():
+        assert package.batch == report["batch"]
+        assert sha256(app.staging / protocol.PACKAGES / package.file) == package.sha256
 
 
 def test_a_package_monticello_warns_about_is_rejected_with_the_warning(app, packages):
@@ -324,6 +331,8 @@ def test_restart_keeps_the_packages_and_the_loader_polls_again(app, packages, co
     app.start()  # no script: the saved loader process goes on, with a new id
     wait_until(lambda: app.status().batch == batch, "the batch pushed while the image was down", 60, app)
     assert app.status().result == "ok" and app.status().loaded == ["PBE-LightsOut-ty.1"]
+    record = LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
+    assert sorted(record.packages) == ["Grease-Core", "HLTest-Greeter", "PBE-LightsOut"]  # from the saved image
     app.stop()
     answer = app.ask(
         "HotloadOut nextPutAll: (Smalltalk at: #HLTestGreeter) new greeting; nextPut: (Character value: 10); "

@@ -1,0 +1,145 @@
+"""The loaded record and packages/ on the live gst image (docs/protocol.md, "loaded" and "packages/").
+
+The tests share one image and run in file order: v1 and v2 of the example app are pushed, a failing batch
+changes nothing, the record is written again from the image after a restart, and an image started from
+its older file says so. The client's parser reads what the loader wrote.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import run_hotload
+from helpers import class_def, example_versions, make_package, method, serving_counter
+from hotload import protocol
+from hotload.protocol import LoadedRecord
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
+)
+
+INTERVAL_MS = 500
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
+        yield counter
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    return example_versions(tmp_path_factory.mktemp("dist"))
+
+
+def loaded(app) -> LoadedRecord:
+    return LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
+
+
+def push(app, *packages) -> dict:
+    result = run_hotload("push", *packages, "--to", app.staging, "--wait", "--json")
+    report = json.loads(result.stdout)
+    report["exit"] = result.returncode
+    return report
+
+
+def kept(app) -> dict:
+    folder = app.staging / protocol.PACKAGES
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def test_a_fresh_loader_writes_an_empty_record(app):
+    app.wait_until(lambda: (app.staging / protocol.LOADED).is_file(), "the loaded record at the first poll")
+    record = loaded(app)
+    assert record.image == str(app.image)
+    assert record.packages == {}
+
+
+def test_each_push_records_the_package_and_keeps_only_the_loaded_mcz(app, versions):
+    v1, v2 = versions
+    first = push(app, v1)
+    assert first["exit"] == 0, first
+    package = loaded(app).packages["Counter-App"]
+    assert (package.version, package.file, package.batch) == ("Counter-App-demo.1", v1.name, first["batch"])
+    assert package.size == v1.stat().st_size
+    assert package.sha256 == hashlib.sha256(v1.read_bytes()).hexdigest()
+    assert abs(package.loaded_at - os.path.getmtime(app.staging / protocol.STATUS)) < 5
+    assert kept(app) == {v1.name: package.sha256}
+
+    second = push(app, v2)
+    assert second["exit"] == 0, second
+    package = loaded(app).packages["Counter-App"]
+    assert (package.version, package.batch) == ("Counter-App-demo.2", second["batch"])
+    assert kept(app) == {v2.name: hashlib.sha256(v2.read_bytes()).hexdigest()}  # v1's file is gone
+
+
+def test_a_failed_batch_changes_neither_the_record_nor_packages(app, tmp_path):
+    record_before = (app.staging / protocol.LOADED).read_text()
+    kept_before = kept(app)
+    good = make_package(tmp_path, "Counter-Extras", class_def("HLLoadedExtras", category="Counter-Extras")
+                        + method("HLLoadedExtras", "hello\n\t^ 'hi'"))
+    broken = make_package(tmp_path, "Counter-Broken", class_def("HLLoadedBroken", category="Counter-Broken")
+                          + method("HLLoadedBroken", "oops\n\t^ (1 + "))
+    report = push(app, good, broken)
+    assert report["exit"] == 1 and report["failed_package"] == "Counter-Broken-tester.1", report
+    assert (app.staging / protocol.LOADED).read_text() == record_before
+    assert kept(app) == kept_before
+
+
+def test_a_second_package_joins_the_record_sorted(app, tmp_path):
+    extras = make_package(tmp_path, "Counter-Extras", class_def("HLLoadedExtras", category="Counter-Extras")
+                          + method("HLLoadedExtras", "hello\n\t^ 'hi'"))
+    report = push(app, extras)
+    assert report["exit"] == 0, report
+    text = (app.staging / protocol.LOADED).read_text()
+    assert [line.split("\t")[1] for line in text.splitlines() if line.startswith("package\t")] == \
+        ["Counter-App", "Counter-Extras"]
+    assert sorted(kept(app)) == sorted(p.file for p in loaded(app).packages.values())
+
+
+def test_the_record_is_written_again_from_the_image_after_a_restart(app):
+    expected = loaded(app)
+    (app.staging / protocol.LOADED).unlink()
+    app.stop()
+    app.start(serve=False)
+    app.wait_until(lambda: (app.staging / protocol.LOADED).is_file(), "the loaded record after the restart")
+    assert loaded(app) == expected
+
+
+def test_an_image_started_from_its_older_file_says_what_it_runs(app):
+    """app.im.bak is the image before the last save: it never loaded Counter-Extras."""
+    app.stop()
+    newest = app.folder / "newest.im"
+    shutil.copy2(app.image, newest)
+    shutil.copy2(app.folder / "app.im.bak", app.image)
+    try:
+        app.start(serve=False)
+        app.wait_until(lambda: "Counter-Extras" not in (app.staging / protocol.LOADED).read_text(),
+                       "the record of the older image")
+        assert sorted(loaded(app).packages) == ["Counter-App"]
+        assert loaded(app).packages["Counter-App"].version == "Counter-App-demo.2"
+    finally:
+        app.stop()
+        shutil.copy2(newest, app.image)
+        app.start(serve=False)
+
+
+def test_a_link_at_packages_is_reported_and_never_written_through(app, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(app.staging / protocol.PACKAGES)
+    (app.staging / protocol.PACKAGES).symlink_to(elsewhere)
+    try:
+        extras = make_package(tmp_path, "Counter-Extras", class_def("HLLoadedExtras", category="Counter-Extras")
+                              + method("HLLoadedExtras", "again\n\t^ 2"), author="later")
+        report = push(app, extras)
+        assert report["exit"] == 0, report
+        assert list(elsewhere.iterdir()) == []
+        assert loaded(app).packages["Counter-Extras"].version == "Counter-Extras-later.1"
+        heartbeat = (app.staging / protocol.HEARTBEAT)
+        app.wait_until(lambda: "packages is a symbolic link" in heartbeat.read_text(), "the problem in the heartbeat")
+    finally:
+        (app.staging / protocol.PACKAGES).unlink()
