@@ -138,6 +138,34 @@ def plan(packages, as_json):
         print_plan(load_plan)
 
 
+# -- diff ---------------------------------------------------------------------------------
+
+
+@main.command("diff")
+@click.argument("packages", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "target_text", required=True, help="Staging directory of the image to compare with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def diff_command(packages, target_text, as_json):
+    """Show what would change in the image: classes and methods added, removed and changed,
+    against the version of each package it has loaded (read from the server).
+
+    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly).
+    Exits 0 when it could compare, whether or not anything differs.
+    """
+    from .diff import compare_with_target
+    from .targets import parse_target
+    from .transports import open_transport
+
+    load_plan = read_batch(packages)
+    with open_transport(parse_target(target_text)) as transport:
+        report = compare_with_target(transport, [package_plan.package for package_plan in load_plan.packages])
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.render():
+            out.print(line)
+
+
 # -- pack ---------------------------------------------------------------------------------
 
 

@@ -263,7 +263,8 @@ class PackageDiff:
     """One package given against what the image has loaded of it.
 
     status: `new` (not loaded: everything is added), `changed`, `unchanged`, or `unavailable`
-    (the loaded version cannot be read: `reason` says why, in one line).
+    (the loaded version cannot be read: `reason` says why, in one line, and the line shown ends in
+    "diff unavailable").
     """
 
     package: str
@@ -413,7 +414,7 @@ def _method_lines(change: MethodChange) -> List[Text]:
 def render_package(package: PackageDiff) -> List[Text]:
     name = (package.package, "bold")
     if package.status == UNAVAILABLE:
-        return [_line(name, f" {package.new_version}: ", ("diff unavailable", "bold yellow"), f": {package.reason}")]
+        return [_line(name, f" {package.new_version}: {package.reason}; ", ("diff unavailable", "bold yellow"))]
     diff = package.diff
     if package.status == NEW:
         head = [_line(name, f" {package.new_version}: ", ("not loaded", "bold green"), f"; {_summary_text(diff)}")]

@@ -29,9 +29,6 @@ from .mcz import McPackage, read_mcz
 from .protocol import LoadedPackage, LoadedRecord
 from .transports.base import FILE, FOLDER, Transport
 
-_UNAVAILABLE = "diff unavailable"
-
-
 @dataclass
 class KeptPackage:
     """What the target keeps of one package: the record's line (None when not loaded) and the package read
@@ -132,12 +129,12 @@ class TargetPackages:
     def diff(self, new_package) -> PackageDiff:
         """new_package (an McPackage) against what the image has loaded of it."""
         if self.record is None:
-            return PackageDiff.unavailable(new_package, None, f"{self.problem}; {_UNAVAILABLE}")
+            return PackageDiff.unavailable(new_package, None, self.problem)
         kept = self.kept(new_package.name)
         if kept.loaded is None:
             return PackageDiff.of(new_package)
         if kept.package is None:
-            return PackageDiff.unavailable(new_package, kept.loaded.version, f"{kept.problem}; {_UNAVAILABLE}")
+            return PackageDiff.unavailable(new_package, kept.loaded.version, kept.problem)
         return PackageDiff.of(new_package, kept.package, kept.loaded.version)
 
 
