@@ -22,12 +22,13 @@ the same report. The loaded side is read by `hotload.loaded.TargetPackages`.
 """
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from rich.text import Text
 
-from .chunks import ClassDefinition, MethodDefinition, Snapshot
+from .chunks import ChunkError, ClassDefinition, MethodDefinition, Snapshot, method_selector
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 NEW, UNCHANGED, UNAVAILABLE = "new", "unchanged", "unavailable"
@@ -157,12 +158,12 @@ class MethodChange:
     @classmethod
     def compare(cls, old: Optional[MethodDefinition], new: Optional[MethodDefinition], versions=("loaded", "new")):
         if old is None:
-            return cls(new.class_name, new.meta, new.selector, ADDED, new_protocol=new.protocol, source=new.source)
+            return cls(*_method_key(new), ADDED, new_protocol=new.protocol, source=new.source)
         if new is None:
-            return cls(old.class_name, old.meta, old.selector, REMOVED, old_protocol=old.protocol, source=old.source)
+            return cls(*_method_key(old), REMOVED, old_protocol=old.protocol, source=old.source)
         if old.source == new.source and old.protocol == new.protocol:
             return None
-        change = cls(new.class_name, new.meta, new.selector, CHANGED, old.protocol, new.protocol)
+        change = cls(*_method_key(new), CHANGED, old.protocol, new.protocol)
         if old.source != new.source:
             change.diff = unified(old.source, new.source, f"{change.label} ({versions[0]})", f"{change.label} ({versions[1]})")
         return change
@@ -183,8 +184,25 @@ class MethodChange:
         return data
 
 
+_LEADING_COMMENTS = re.compile(r'(?:\s*"[^"]*")+')
+
+
+def selector_of(method: MethodDefinition) -> str:
+    """The method's selector, also when its source starts with a comment (which chunks.method_selector
+    does not read); failing that, its first line."""
+    try:
+        return method.selector
+    except ChunkError:
+        pass
+    match = _LEADING_COMMENTS.match(method.source)
+    try:
+        return method_selector(method.source[match.end():] if match else method.source)
+    except ChunkError:
+        return method.source.strip().split("\n", 1)[0][:60]
+
+
 def _method_key(method: MethodDefinition) -> Tuple[str, bool, str]:
-    return (method.class_name, method.meta, method.selector)
+    return (method.class_name, method.meta, selector_of(method))
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -345,7 +363,7 @@ def _line(*parts) -> Text:
 
 
 def _count(number: int, word: str) -> str:
-    return f"{number} {word}{'' if number == 1 else 's'}"
+    return f"{number} {word}{'' if number == 1 else 'es' if word.endswith('s') else 's'}"
 
 
 def _summary_text(diff: SnapshotDiff) -> str:
