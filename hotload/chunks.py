@@ -338,12 +338,7 @@ def _clean(raw: str) -> str:
 
 def read_source(text: str) -> Snapshot:
     """Read a whole chunk-format source into a Snapshot."""
-    tail = text[text.rfind("!") + 1 :]
-    if tail.strip():
-        _unterminated(tail.replace("\r\n", "\n").replace("\r", "\n"))
-    stripped = text.rstrip()
-    if (len(stripped) - len(stripped.rstrip("!"))) % 2 == 0 and stripped:
-        _unterminated(stripped[-40:].replace("!!", "!"))  # it ends in `!!`, an escaped `!`
+    _check_terminated(text)
     parts = _UNIT.split(text)  # [text, class name, text, class name, ..., text]
     if len(parts) > 1:
         snapshot = _read_split(text, parts)
@@ -354,7 +349,76 @@ def read_source(text: str) -> Snapshot:
     return snapshot
 
 
-def _read_split(text: str, parts: List[str]) -> Optional[Snapshot]:
+def _check_terminated(text: str):
+    tail = text[text.rfind("!") + 1 :]
+    if tail.strip():
+        _unterminated(tail.replace("\r\n", "\n").replace("\r", "\n"))
+    stripped = text.rstrip()
+    if (len(stripped) - len(stripped.rstrip("!"))) % 2 == 0 and stripped:
+        _unterminated(stripped[-40:].replace("!!", "!"))  # it ends in `!!`, an escaped `!`
+
+
+class _PlanClass:
+    """A class as planning reads it from Monticello's usual definition: its superclass only. The reader
+    may still set what a full ClassDefinition holds (a comment, class-side variables) on it."""
+
+    traits = ()
+    class_traits = ()
+
+    def __init__(self, superclass: Optional[str]):
+        self.superclass = superclass
+
+
+# For planning, in _read_chunks at the start of a top-level chunk: one class definition chunk in the
+# form _CLASS_DEFINITION reads, or a `commentStamp:prior:` declaration (the blank chunk, the header
+# _COMMENT_STAMP reads and the comment), each with its terminating `!`, read as the chunk reader
+# reads them (no `!` inside the definition or the header, so the raw text is the clean chunk but for
+# line ends, which are white space either way).
+_PLAN_STRING = r"'[^'!]*(?:''[^'!]*)*'"
+_PLAN_ELEMENT = re.compile(
+    r"\s*(?:([A-Za-z_][A-Za-z0-9_.]*)\s+"
+    r"(?:subclass|variableSubclass|variableByteSubclass|variableWordSubclass|weakSubclass|ephemeronSubclass|immediateSubclass):"
+    r"\s*\#([A-Za-z_][A-Za-z0-9_:]*)"
+    rf"\s+instanceVariableNames:\s*{_PLAN_STRING}"
+    rf"\s+classVariableNames:\s*{_PLAN_STRING}"
+    rf"(?:\s+poolDictionaries:\s*{_PLAN_STRING})?"
+    rf"\s+(?:category|package):\s*{_PLAN_STRING}\s*!(?!!)"
+    rf"|!(?!!)\s*[A-Za-z_][A-Za-z0-9_.]*\s+commentStamp:\s*{_PLAN_STRING}\s+prior:\s*[0-9]+\s*!(?!!)"
+    r"[^!]*(?:!![^!]*)*!(?!!))"
+)
+
+
+def _plan_doit(chunk: str, snapshot: "Snapshot"):
+    """_read_doit for planning: the usual class definition becomes a _PlanClass; all else as _read_doit."""
+    match = _CLASS_DEFINITION.match(chunk)
+    if match:
+        superclass, name = match.group(1, 3)
+        snapshot.classes[name] = _PlanClass(None if superclass == "nil" else superclass)
+        return
+    _read_doit(chunk, snapshot)
+
+
+def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[str, ...]], ...], Dict[str, int]]:
+    """What planning reads of a source, exactly as read_source reads it, with the same errors:
+    the classes as (name, superclass, traits and class-side traits) in source order, and the
+    methods per class name in order of each class's first method. Builds no method objects and
+    none of the classes' variables."""
+    _check_terminated(text)
+    parts = _UNIT.split(text)
+    snapshot = None
+    if len(parts) > 1:
+        snapshot = _read_split(text, parts, _plan_doit)
+    if snapshot is None:
+        snapshot = Snapshot()
+        _read_chunks(text, snapshot, snapshot._methods, True, _plan_doit)
+    classes = tuple(
+        (name, definition.superclass, tuple(definition.traits) + tuple(definition.class_traits))
+        for name, definition in snapshot.classes.items()
+    )
+    return classes, snapshot.method_class_counts()
+
+
+def _read_split(text: str, parts: List[str], read_doit=None) -> Optional[Snapshot]:
     """The snapshot, when the units found by splitting are those the chunk reader reads.
 
     They are when every unit holds exactly four `!` (none inside its header) and each text
@@ -372,7 +436,7 @@ def _read_split(text: str, parts: List[str]) -> Optional[Snapshot]:
     try:
         for index in compress(count(), gaps):  # the non-empty ones
             methods = []
-            if not _read_chunks(gaps[index], snapshot, methods, index == last):
+            if not _read_chunks(gaps[index], snapshot, methods, index == last, read_doit):
                 return None
             if methods:
                 gap_methods[index] = methods
@@ -407,7 +471,7 @@ def _materialize(text: str, gap_methods: dict) -> List[MethodDefinition]:
     return methods
 
 
-def _read_chunks(text: str, snapshot: Snapshot, methods: list, at_end: bool) -> bool:
+def _read_chunks(text: str, snapshot: Snapshot, methods: list, at_end: bool, read_doit=None) -> bool:
     """Read text chunk by chunk (a chunk ends at a `!` that is not doubled) into snapshot and methods.
 
     With at_end false, text is followed by a unit: answers False unless it ends where the
@@ -416,15 +480,26 @@ def _read_chunks(text: str, snapshot: Snapshot, methods: list, at_end: bool) -> 
     """
     chunk_end = _CHUNK_END.match
     methods_for = _METHODS_FOR.match
+    read_doit = read_doit or _read_doit
+    plan_element = _PLAN_ELEMENT.match if read_doit is _plan_doit else None
+    classes = snapshot.classes
     pos = 0
     while True:
+        if plan_element is not None:
+            element = plan_element(text, pos)
+            while element is not None:
+                superclass, name = element.groups()
+                if name is not None:
+                    classes[name] = _PlanClass(None if superclass == "nil" else superclass)
+                pos = element.end()
+                element = plan_element(text, pos)
         found = chunk_end(text, pos)
         if found is None:
             return at_end or text[pos:].isspace() or not text
         chunk = text[pos : found.end() - 1]
         pos = found.end()
         if chunk and not chunk.isspace():  # i.e. chunk.strip(), without the copy
-            _read_doit(_clean(chunk), snapshot)
+            read_doit(_clean(chunk), snapshot)
             continue
         found = chunk_end(text, pos)
         if found is None:

@@ -31,12 +31,15 @@ def _source_author():
     return os.environ.get("HOTLOAD_AUTHOR") or None  # None: the folder's git author, else hotload
 
 
-def read_batch(paths: List[str]) -> LoadPlan:
+def read_batch(paths: List[str], for_plan: bool = False) -> LoadPlan:
     """Read every file, reporting every broken one (exit 2), then plan.
 
     A Tonel or FileTree folder is packed first, into a temporary folder removed when the command ends.
+    With for_plan, packages are read only for what a plan shows (hotload.plan_cache, with its cache).
     """
-    packages, problems, workdir = [], [], None
+    from .errors import InputError
+
+    files, problems, workdir = [], [], None
     for path in paths:
         try:
             if Path(path).is_dir():
@@ -45,11 +48,25 @@ def read_batch(paths: List[str]) -> LoadPlan:
                 if workdir is None:
                     workdir = click.get_current_context().with_resource(tempfile.TemporaryDirectory(prefix="hotload-pack-"))
                 for packed in Packer(author=_source_author()).pack_folder(path, workdir):
-                    packages.append(read_mcz(packed.path))
+                    files.append(packed.path)
             else:
-                packages.append(read_mcz(path))
+                files.append(path)
         except InputError as error:
             problems.append(error)
+    if for_plan:
+        from .plan_cache import PlanReader
+
+        reader = PlanReader()
+        packages, unreadable = reader.read_all(files)
+        reader.save()
+        problems.extend(unreadable)
+    else:
+        packages = []
+        for file in files:
+            try:
+                packages.append(read_mcz(file))
+            except InputError as error:
+                problems.append(error)
     if problems:
         for problem in problems:
             err.print(f"[bold red]hotload:[/] {escape(str(problem))}", soft_wrap=True)
@@ -100,27 +117,30 @@ def _short_list(names, limit=8):
 
 
 def print_plan(plan: LoadPlan):
-    out.print("[bold]Packages[/]")
+    """The plan as one text, printed at once."""
+    lines = ["[bold]Packages[/]"]
+    add = lines.append
     for package_plan in plan.packages:
-        package = package_plan.package
-        out.print(
-            f"  {package.name}  {package.version.name}  "
-            f"({len(package.snapshot.classes)} classes, {package.snapshot.method_count()} methods)"
-        )
+        facts = package_plan.package.facts
+        add(f"  {escape(facts.name)}  {escape(facts.version)}  ({len(facts.classes)} classes, {facts.method_count()} methods)")
         from_batch = sorted({f"{req.name} from {provider}" for req, provider in package_plan.requirements if provider})
         if from_batch:
-            out.print(f"    needs from this batch: {_short_list(from_batch)}", soft_wrap=True)
+            add(f"    needs from this batch: {escape(_short_list(from_batch))}")
         expected = sorted({req.name for req in package_plan.expected_in_image})
         if expected:
-            out.print(f"    expected in the image: {_short_list(expected)}", soft_wrap=True)
-    out.print("\n[bold]Load order[/]")
+            add(f"    expected in the image: {escape(_short_list(expected))}")
+    add("\n[bold]Load order[/]")
+    edges_into = {}
+    for edge in plan.edges:
+        edges_into.setdefault(edge.after, []).append(edge)
     for position, package_plan in enumerate(plan.order, start=1):
-        out.print(f"  {position:>3}. {package_plan.name} ({package_plan.package.version.name})")
-        for edge in plan.edges_into(package_plan.name):
+        add(f"  {position:>3}. {escape(package_plan.name)} ({escape(package_plan.package.facts.version)})")
+        for edge in edges_into.get(package_plan.name, ()):
             more = f" (+{len(edge.reasons) - 2} more)" if len(edge.reasons) > 2 else ""
-            out.print(f"         after {edge.before}: {'; '.join(edge.reasons[:2])}{more}", soft_wrap=True)
+            add(f"         after {escape(edge.before)}: {escape('; '.join(edge.reasons[:2]))}{more}")
     for cycle in plan.cycles:
-        out.print(f"[bold yellow]cycle:[/] {' <-> '.join(cycle)} depend on each other; they load in the order shown")
+        add(f"[bold yellow]cycle:[/] {escape(' <-> '.join(cycle))} depend on each other; they load in the order shown")
+    out.print("\n".join(lines), soft_wrap=True)
 
 
 @main.command()
@@ -131,7 +151,7 @@ def plan(packages, as_json):
 
     PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly).
     """
-    load_plan = read_batch(packages)
+    load_plan = read_batch(packages, for_plan=True)
     if as_json:
         click.echo(json.dumps(load_plan.to_json(), indent=2))
     else:

@@ -8,8 +8,10 @@ Reads the zip members `package`, `version`, `dependencies/*` and
 `snapshot/source.st`; `snapshot.bin` is never read.
 """
 
+import bisect
 import io
 import os
+import re
 import stat
 import struct
 import zipfile
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import sexpr
-from .chunks import ChunkError, Snapshot, read_source
+from .chunks import ChunkError, Snapshot, read_source, source_plan_facts
 from .errors import PackageError
 from .limits import how_to_raise, limits
 
@@ -148,6 +150,25 @@ def _text(pairs, key) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class PlanFacts:
+    """What planning reads of a package: names, classes with what they need, and method counts."""
+
+    name: str  # the package's name
+    version: str  # the version's name (its history is not part of a plan)
+    dependencies: Tuple[str, ...]  # version names of the `dependencies/*` members, in member order
+    classes: Tuple[Tuple[str, Optional[str], Tuple[str, ...]], ...]  # (name, superclass, traits), source order
+    methods: Tuple[Tuple[str, int], ...]  # (class name, methods), in order of each class's first method
+
+    def method_count(self) -> int:
+        return sum(count for _, count in self.methods)
+
+    def extended_classes(self) -> Dict[str, int]:
+        """Classes defined elsewhere that this package adds methods to, with method counts."""
+        defined = {name for name, _, _ in self.classes}
+        return {name: count for name, count in self.methods if name not in defined}
+
+
 @dataclass
 class McPackage:
     path: Path
@@ -157,6 +178,7 @@ class McPackage:
     dependencies: Tuple[VersionInfo, ...] = ()
     size: int = 0
     _extensions: Optional[dict] = field(default=None, repr=False)
+    _facts: Optional[PlanFacts] = field(default=None, repr=False, compare=False)
 
     def extended_classes(self) -> Dict[str, int]:
         """Classes defined elsewhere that this package adds methods to, with method counts."""
@@ -166,14 +188,78 @@ class McPackage:
             self._extensions = {name: count for name, count in counts.items() if name not in defined}
         return self._extensions
 
+    @property
+    def facts(self) -> PlanFacts:
+        """What planning reads of this package (read_plan_facts reads the same, and only that, from a file)."""
+        if self._facts is None:
+            self._facts = PlanFacts(
+                name=self.name,
+                version=self.version.name,
+                dependencies=tuple(dependency.name for dependency in self.dependencies),
+                classes=tuple(
+                    (name, definition.superclass, tuple(definition.traits) + tuple(definition.class_traits))
+                    for name, definition in self.snapshot.classes.items()
+                ),
+                methods=tuple(self.snapshot.method_class_counts().items()),
+            )
+        return self._facts
+
+    def full(self) -> "McPackage":
+        return self
+
+
+class PlannedPackage:
+    """A package as planning reads it (path, size and PlanFacts); the whole package is read from the
+    file the first time anything else is asked for (`version`, `snapshot`, `dependencies`, `full()`)."""
+
+    def __init__(self, path: Path, size: int, facts: PlanFacts):
+        self.path = path
+        self.size = size
+        self.facts = facts
+        self._full: Optional[McPackage] = None
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    def extended_classes(self) -> Dict[str, int]:
+        return self.facts.extended_classes()
+
+    def full(self) -> McPackage:
+        if self._full is None:
+            self._full = read_mcz(self.path)
+        return self._full
+
+    @property
+    def version(self) -> VersionInfo:
+        return self.full().version
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.full().snapshot
+
+    @property
+    def dependencies(self) -> Tuple[VersionInfo, ...]:
+        return self.full().dependencies
+
+    def __repr__(self):
+        return f"PlannedPackage({str(self.path)!r}, {self.facts.version!r})"
+
 
 def read_mcz(path) -> McPackage:
     """Read one .mcz, raising PackageError with a one-line reason: what is wrong; what to do."""
     path = Path(path)
+    _check_suffix(path)
+    limit = limits()
+    return _read_mcz_data(path, _read_file(path, limit.max_mcz_bytes), limit.max_member_bytes)
+
+
+def _check_suffix(path: Path):
     if path.suffix != ".mcz":
         raise PackageError(path, "not a .mcz file (Monticello packages end in .mcz)")
-    limit = limits()
-    data = _read_file(path, limit.max_mcz_bytes)
+
+
+def _read_mcz_data(path: Path, data: bytes, max_member_bytes: int) -> McPackage:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except UnicodeDecodeError as error:
@@ -181,7 +267,7 @@ def read_mcz(path) -> McPackage:
     except _ZIP_ERRORS as error:
         raise PackageError(path, f"not a zip archive, or a truncated one ({_reason(error)}); {_DAMAGED}") from None
     with archive:
-        reader = _MemberReader(path, archive, limit.max_member_bytes)
+        reader = _MemberReader(path, archive, max_member_bytes)
         package_name = reader.parse("package", _read_package_name)
         version = reader.parse("version", parse_version_info)
         dependencies = tuple(reader.parse(name, parse_version_info) for name in reader.dependency_names)
@@ -194,6 +280,133 @@ def read_mcz(path) -> McPackage:
         dependencies=dependencies,
         size=len(data),
     )
+
+
+# -- reading for a plan ---------------------------------------------------------------
+
+
+def read_planned(path) -> PlannedPackage:
+    """Read what planning needs of one .mcz: `read_mcz`'s checks and errors, without building what
+    a plan does not use (methods, class variables, comments, the versions' history)."""
+    path = Path(path)
+    _check_suffix(path)
+    limit = limits()
+    data = _read_file(path, limit.max_mcz_bytes)
+    return PlannedPackage(path, len(data), plan_facts_of(path, data, limit.max_member_bytes))
+
+
+def plan_facts_of(path: Path, data: bytes, max_member_bytes: int) -> PlanFacts:
+    """PlanFacts of a .mcz's bytes. An archive in the plain form Monticello and hotload write is read
+    here; anything else, and any error, goes through read_mcz's reader, which raises its errors.
+
+    The versions (`version`, `dependencies/*`) are read for their names only, when they begin the
+    usual way, `(name '...'`: a damaged history further on is found by `read_mcz` (push, pack), not here.
+    """
+    members = _plain_members(data, max_member_bytes)
+    if members is not None:
+        try:
+            source_classes, method_counts = source_plan_facts(sexpr.decode(members[SOURCE_MEMBER]))
+            return PlanFacts(
+                name=_read_package_name(sexpr.decode(members["package"])),
+                version=_version_name(sexpr.decode(members["version"])),
+                dependencies=tuple(
+                    _version_name(sexpr.decode(members[name])) for name in sorted(members) if name.startswith("dependencies/")
+                ),
+                classes=source_classes,
+                methods=tuple(method_counts.items()),
+            )
+        except (ChunkError, sexpr.SexprError):
+            pass
+    return _read_mcz_data(path, data, max_member_bytes).facts
+
+
+_VERSION_NAME = re.compile(r"\s*\(\s*name\s+'((?:[^']|'')*)'[\s()]")
+
+
+def _version_name(text: str) -> str:
+    """The name of a `version` member: read from its beginning when it is the first key, as Monticello
+    writes it; otherwise the whole member is parsed."""
+    match = _VERSION_NAME.match(text)
+    if match:
+        return match.group(1).replace("''", "'")
+    return parse_version_info(text).name
+
+
+_END_RECORD = struct.Struct("<4s4H2LH")
+_CENTRAL_ENTRY = struct.Struct("<4s6H3L5H2L")
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_FLAGS_READ_PLAINLY = 0x8 | 0x800  # a data descriptor, UTF-8 names; anything else (encryption, patches) is not plain
+
+
+def _plain_members(data: bytes, max_member_bytes: int) -> Optional[Dict[str, bytes]]:
+    """The members planning reads (`package`, `version`, `snapshot/source.st`, `dependencies/*`),
+    inflated and CRC-checked, when the archive is plain: no comment, no zip64, no extra fields in the
+    central directory, ASCII names each once, stored or deflated data that inflates to exactly its
+    size, no member's data running into the next. None otherwise: read_mcz's reader then decides.
+    """
+    end = len(data) - _END_RECORD.size
+    if end < 0 or data[end : end + 4] != b"PK\x05\x06" or data[end - 20 : end - 16] == b"PK\x06\x07":
+        return None
+    _, disk, directory_disk, disk_entries, entries, directory_size, directory_offset, comment = _END_RECORD.unpack_from(data, end)
+    if disk or directory_disk or disk_entries != entries or comment or directory_offset + directory_size != end:
+        return None
+    found = {}
+    offsets = []
+    position = directory_offset
+    for _ in range(entries):
+        if position + _CENTRAL_ENTRY.size > end:
+            return None
+        (signature, _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length, comment_length,
+         _, _, _, offset) = _CENTRAL_ENTRY.unpack_from(data, position)
+        name = data[position + 46 : position + 46 + name_length]
+        position += 46 + name_length + extra_length + comment_length
+        if signature != b"PK\x01\x02" or extra_length or flags & ~_FLAGS_READ_PLAINLY or not name.isascii():
+            return None
+        text = name.decode("ascii")
+        if text in found:
+            return None
+        found[text] = (method, crc, compressed, size, offset, name)
+        offsets.append(offset)
+    if position != end:
+        return None
+    offsets.append(directory_offset)
+    offsets.sort()
+    wanted = [name for name in found if name in _USED_NAMES or (name.startswith("dependencies/") and not name.endswith("/"))]
+    if len([name for name in wanted if name in _USED_NAMES]) != len(_USED_NAMES):
+        return None
+    members = {}
+    for text in wanted:
+        method, crc, compressed, size, offset, name = found[text]
+        if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or size > max_member_bytes:
+            return None
+        if offset + _LOCAL_HEADER.size > end:
+            return None
+        signature, _, local_flags, _, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack_from(data, offset)
+        start = offset + _LOCAL_HEADER.size + name_length + extra_length
+        following = offsets[bisect.bisect_right(offsets, offset)]  # the next entry or the central directory
+        if (
+            signature != b"PK\x03\x04"
+            or local_flags & ~_FLAGS_READ_PLAINLY
+            or data[offset + _LOCAL_HEADER.size : offset + _LOCAL_HEADER.size + name_length] != name
+            or offset + _LOCAL_HEADER.size + compressed > following
+            or start + compressed > following
+        ):
+            return None
+        raw = data[start : start + compressed]
+        if method == zipfile.ZIP_STORED:
+            content = raw
+        else:
+            inflater = zlib.decompressobj(-15)
+            try:
+                content = inflater.decompress(raw, size + 1)
+            except zlib.error:
+                return None
+            if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+                return None
+        if len(content) != size or zlib.crc32(content) != crc:
+            return None
+        members[text] = content
+    return members
 
 
 # Everything zipfile and zlib raise for damaged input: BadZipFile (CRC, headers), zlib.error

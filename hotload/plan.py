@@ -13,10 +13,12 @@ package in the batch provides is "expected in the image".
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Sequence, Set, Tuple, Union
 
 from .errors import PlanError
-from .mcz import McPackage
+from .mcz import McPackage, PlannedPackage, VersionInfo
+
+Package = Union[McPackage, PlannedPackage]  # planning reads only their `facts` (mcz.PlanFacts), `path` and `size`
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Edge:
 
 @dataclass
 class PackagePlan:
-    package: McPackage
+    package: Package
     requirements: List[Tuple[Requirement, str]]  # (requirement, provider package or "")
 
     @property
@@ -65,7 +67,7 @@ class LoadPlan:
     cycles: List[List[str]]
 
     @classmethod
-    def build(cls, packages: Sequence[McPackage]) -> "LoadPlan":
+    def build(cls, packages: Sequence[Package]) -> "LoadPlan":
         _refuse_duplicates(packages)
         providers = _class_providers(packages)
         providing_packages = set(providers.values())
@@ -92,10 +94,10 @@ class LoadPlan:
             "packages": [
                 {
                     "name": plan.name,
-                    "version": plan.package.version.name,
+                    "version": plan.package.facts.version,
                     "file": str(plan.package.path),
-                    "classes": len(plan.package.snapshot.classes),
-                    "methods": plan.package.snapshot.method_count(),
+                    "classes": len(plan.package.facts.classes),
+                    "methods": plan.package.facts.method_count(),
                     "requires": [
                         {"kind": req.kind, "name": req.name, "by": req.by, "provider": provider or None}
                         for req, provider in plan.requirements
@@ -109,48 +111,50 @@ class LoadPlan:
         }
 
 
-def requirements_of(package: McPackage) -> List[Requirement]:
+def requirements_of(package: Package) -> List[Requirement]:
     """Structural requirements, each once, in source order."""
-    own = package.snapshot.classes
+    facts = package.facts
+    own = {name for name, _, _ in facts.classes}
     found: Dict[Tuple[str, str], Requirement] = {}
 
     def need(kind, name, by):
         if name and name not in own and (kind, name) not in found:
             found[(kind, name)] = Requirement(kind, name, by)
 
-    for definition in own.values():
-        if definition.superclass:
-            need("superclass", definition.superclass, definition.name)
-        for trait in definition.traits + definition.class_traits:
-            need("trait", trait, definition.name)
-    for class_name in package.extended_classes():
+    for name, superclass, traits in facts.classes:
+        if superclass:
+            need("superclass", superclass, name)
+        for trait in traits:
+            need("trait", trait, name)
+    for class_name, _ in facts.methods:
         need("extension", class_name, class_name)
-    for dependency in package.dependencies:
-        key = ("dependency", dependency.package_name)
+    for version_name in facts.dependencies:
+        key = ("dependency", VersionInfo(version_name).package_name)
         if key not in found:
-            found[key] = Requirement("dependency", dependency.package_name, package.name)
+            found[key] = Requirement("dependency", key[1], facts.name)
     return list(found.values())
 
 
-def _refuse_duplicates(packages: Sequence[McPackage]):
-    seen: Dict[str, McPackage] = {}
+def _refuse_duplicates(packages: Sequence[Package]):
+    seen: Dict[str, Package] = {}
     problems = []
     for package in packages:
-        other = seen.setdefault(package.name, package)
+        other = seen.setdefault(package.facts.name, package)
         if other is not package:
             problems.append(
-                f"{package.path}: two versions of package {package.name} in one batch "
-                f"({other.version.name} in {other.path} and {package.version.name}); push only one"
+                f"{package.path}: two versions of package {package.facts.name} in one batch "
+                f"({other.facts.version} in {other.path} and {package.facts.version}); push only one"
             )
     if problems:
         raise PlanError("\n".join(problems))
 
 
-def _class_providers(packages: Sequence[McPackage]) -> Dict[str, str]:
+def _class_providers(packages: Sequence[Package]) -> Dict[str, str]:
     providers: Dict[str, str] = {}
     for package in packages:
-        for name in package.snapshot.classes:
-            providers.setdefault(name, package.name)
+        name = package.facts.name
+        for class_name, _, _ in package.facts.classes:
+            providers.setdefault(class_name, name)
     return providers
 
 

@@ -1,7 +1,9 @@
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "mcz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# `hotload plan` keeps a per-user cache (hotload/plan_cache.py): the tests, and every hotload they
+# start, use one of their own, removed at the end, never the user's.
+_CACHE_HOME = tempfile.mkdtemp(prefix="hotload-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+atexit.register(shutil.rmtree, _CACHE_HOME, True)
 
 # Test files that run a Smalltalk image (GNU Smalltalk or Etoys); every test in them is marked
 # `smalltalk`, and so is any other test that uses a fixture below or is skipped without GNU Smalltalk
