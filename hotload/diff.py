@@ -384,7 +384,7 @@ def _diff_lines(lines: List[str], indent: str) -> List[Text]:
         if line.startswith(("---", "+++")):
             continue  # the method's name is already on the line above
         style = "cyan" if line.startswith("@@") else "green" if line[:1] == "+" else "red" if line[:1] == "-" else ""
-        out.append(_line((indent + line, style)))
+        out.append(_line((indent + line[:1] + line[1:].expandtabs(4), style)))  # tabs as in an editor, not the terminal's
     return out
 
 

@@ -268,8 +268,8 @@ def test_the_text_report_of_a_change():
         "  ~ ShopItem>>price  (accessing)",
         "      @@ -1,2 +1,2 @@",
         "       price",
-        "      -\t^ price",
-        "      +\t^ price ifNil: [0]",
+        "      -    ^ price",
+        "      +    ^ price ifNil: [0]",
     ]
     data = report.to_json()["packages"][0]
     assert (data["status"], data["loaded_version"], data["new_version"]) == ("changed", "Shop-Core-jd.1", "Shop-Core-jd.2")
