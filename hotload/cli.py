@@ -75,6 +75,31 @@ def read_batch(paths: List[str], for_plan: bool = False) -> LoadPlan:
     return LoadPlan.build(packages)
 
 
+def _workdir() -> Path:
+    """A temporary folder for packing, removed when the command ends."""
+    context = click.get_current_context()
+    if "hotload_workdir" not in context.meta:
+        folder = context.with_resource(tempfile.TemporaryDirectory(prefix="hotload-pack-"))
+        context.meta["hotload_workdir"] = Path(folder)
+    return context.meta["hotload_workdir"]
+
+
+def read_push_batch(paths: List[str]):
+    """Read every file, reporting every broken one (exit 2), then plan, check and hash (a push.PushBatch).
+
+    A Tonel or FileTree folder is packed first, into a temporary folder removed when the command ends.
+    """
+    from .push import BatchUnreadable, PushBatch
+
+    try:
+        return PushBatch.read(paths, _workdir, _source_author())
+    except BatchUnreadable as unreadable:
+        for problem in unreadable.problems:
+            err.print(f"[bold red]hotload:[/] {escape(str(problem))}", soft_wrap=True)
+        err.print("nothing was planned or pushed; fix or remove the files above")
+        sys.exit(2)
+
+
 class HotloadGroup(click.Group):
     def invoke(self, ctx):
         try:
@@ -220,39 +245,56 @@ def pack(sources, output, name, author, message, ancestor):
 # -- push --------------------------------------------------------------------------------
 
 
-def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_wait, as_json):
-    from .push import Pusher
+def _push_one(batch, target_text, options, as_json):
+    """Push `batch` to one target: (report for --json, exit code)."""
+    from .push import DowngradeRefused, Pusher, Selector
     from .status import BatchWaiter, check_protocol, require_loader
     from .targets import parse_target
     from .transports import open_transport
 
     target = parse_target(target_text)
     with open_transport(target) as transport:
-        if wait:
+        if options["wait"] and not options["dry_run"]:
             require_loader(transport)  # before uploading anything
         else:
             check_protocol(transport)
-        total = sum(p.package.size for p in load_plan.order)
+        selection = Selector(
+            transport, _workdir, force=options["force"], allow_downgrade=options["allow_downgrade"],
+        ).select(batch)
+        report = selection.to_json()
+        where = selection.target
+        if selection.note and not as_json:
+            out.print(f"{where}: {selection.note}", markup=False)
+        if options["dry_run"]:
+            return _dry_run(transport, selection, report, as_json)
+        if selection.refused:
+            refusal = selection.refusal()
+            refusal.report = dict(report, result="refused")
+            raise refusal
+        if selection.skipped and not as_json:
+            out.print(
+                f"{where}: skipped {len(selection.skipped)} package(s) already loaded: "
+                f"{_short_list(d.version for d in selection.skipped)}", markup=False, soft_wrap=True,
+            )
+        if selection.up_to_date:
+            if not as_json:
+                out.print(f"{where}: [bold green]up to date[/]; nothing was pushed")
+            report.update(result="up-to-date", packages=[], bytes=0)
+            return report, 0
+        total = sum(entry.size for entry in selection.entries)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             console=err, transient=True, disable=as_json or not err.is_terminal,
         ) as progress:
             task = progress.add_task(f"push to {transport.description}", total=total)
             pusher = Pusher(
-                transport, lock_wait=lock_wait, break_lock=break_lock, pending_wait=min(timeout, 60.0),
+                transport, lock_wait=options["lock_wait"], break_lock=options["break_lock"],
+                pending_wait=min(options["timeout"], 60.0),
                 on_progress=lambda name, sent: progress.advance(task, sent),
                 reconnect=lambda: open_transport(target, connect_timeout=5.0),
             )
-            result = pusher.push(load_plan, entries=entries)
-        report = {
-            "target": result.target,
-            "batch": result.batch,
-            "packages": [entry.version for entry in result.entries],
-            "bytes": result.bytes_sent,
-            "upload_seconds": round(result.seconds, 3),
-            "cleaned": result.cleaned,
-            "kept": result.kept,
-        }
+            result = pusher.push(selection.plan, entries=selection.entries)
+        report.update(result.to_json())
         if not as_json:
             out.print(
                 f"pushed batch [bold]{result.batch}[/] to {result.target}: {len(result.entries)} package(s), "
@@ -262,12 +304,12 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
                 out.print(f"  cleaned up after an interrupted push: {_short_list(result.cleaned)}")
             for kept in result.kept:
                 out.print(f"  left as it is: {kept}", soft_wrap=True)
-        if not wait:
+        if not options["wait"]:
             report["result"] = "pushed"
             return report, 0
         try:
             with err.status(f"waiting for the loader to take batch {result.batch}", spinner="dots") as spinner:
-                status = BatchWaiter(transport).wait(result.batch, timeout)
+                status = BatchWaiter(transport).wait(result.batch, options["timeout"])
                 spinner.stop()
         except KeyboardInterrupt:
             err.print(
@@ -282,6 +324,33 @@ def _push_one(load_plan, entries, target_text, wait, timeout, break_lock, lock_w
         if not as_json:
             print_status(status)
         return report, 0 if status.ok else 1
+
+
+def _dry_run(transport, selection, report, as_json):
+    """What a push would do at this target, with the diff of each package it would send; writes nothing."""
+    from .diff import compare_with_target
+
+    where = selection.target
+    compared = [decision.package for decision in selection.decisions if decision.action != "skip"]
+    diff = compare_with_target(transport, compared) if compared else None
+    report.update(result="dry-run", diff=diff.to_json() if diff else None)
+    if not as_json:
+        if selection.skipped:
+            out.print(
+                f"{where}: would skip {len(selection.skipped)} package(s) already loaded: "
+                f"{_short_list(d.version for d in selection.skipped)}", markup=False, soft_wrap=True,
+            )
+        for decision in selection.sent:
+            out.print(f"{where}: would send {decision.version} ({decision.why})", markup=False, soft_wrap=True)
+        for decision in selection.refused:
+            out.print(f"{where}: would refuse {decision.version}: {decision.why}", markup=False, soft_wrap=True)
+        if selection.up_to_date:
+            out.print(f"{where}: [bold green]up to date[/]; a push would send nothing")
+        if diff:
+            for line in diff.render():
+                out.print(line)
+        out.print("dry run: nothing was uploaded or written")
+    return report, 2 if selection.refused else 0
 
 
 def _seconds(ctx, param, value):
@@ -319,27 +388,38 @@ def print_status(status):
 @click.option("--timeout", default=120.0, show_default=True, callback=_seconds, help="Seconds to wait for the loader.")
 @click.option("--break-lock", is_flag=True, help="Remove a stale lock, or one whose holder is no longer running on this host.")
 @click.option("--lock-wait", default=30.0, show_default=True, callback=_seconds, help="Seconds to wait for another push's lock.")
+@click.option("--force", is_flag=True, help="Send every package, also those the image has loaded already.")
+@click.option("--allow-downgrade", is_flag=True, help="Send versions older than the loaded ones, of another branch, or other content under a loaded name.")
+@click.option("--dry-run", is_flag=True, help="Show what would be skipped and sent, with each package's diff; upload nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def push(packages, targets, wait, timeout, break_lock, lock_wait, as_json):
+def push(packages, targets, wait, timeout, break_lock, lock_wait, force, allow_downgrade, dry_run, as_json):
     """Upload packages to staging directories and trigger the loader.
 
-    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly into a temporary folder).
+    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly into a temporary folder,
+    continuing the version the image has loaded).
+
+    Each image's loaded record is read first: packages it has loaded (same version and SHA-256) are
+    skipped, and a version older than the loaded one or of another branch is refused.
 
     With many --to, the exit status is the highest of the targets' (see `hotload --help`).
     """
-    from .push import manifest_entries
-
-    load_plan = read_batch(packages)
-    entries = manifest_entries(load_plan)  # checked and hashed once for every target
+    batch = read_push_batch(packages)  # checked and hashed once for every target
+    options = dict(
+        wait=wait, timeout=timeout, break_lock=break_lock, lock_wait=lock_wait, force=force,
+        allow_downgrade=allow_downgrade, dry_run=dry_run,
+    )
     reports, worst = [], 0
     for target in targets:
         try:
-            report, code = _push_one(load_plan, entries, target, wait, timeout, break_lock, lock_wait, as_json)
+            report, code = _push_one(batch, target, options, as_json)
         except HotloadError as error:
             if len(targets) == 1 and not as_json:
                 raise
-            err.print(f"[bold red]hotload:[/] {target}: {error}", soft_wrap=True)
-            report, code = {"target": target, "result": "error", "error": str(error)}, error.exit_code
+            for line in str(error).splitlines():
+                err.print(f"[bold red]hotload:[/] {escape(target)}: {escape(line)}", soft_wrap=True)
+            report = dict(getattr(error, "report", {}), target=target, error=str(error))
+            report.setdefault("result", "error")
+            code = error.exit_code
         reports.append(report)
         worst = max(worst, code)
     if as_json:
@@ -364,15 +444,16 @@ def watch(paths, targets, dist, author, timeout):
 
     from .watch import Watcher
 
-    from .push import manifest_entries
+    from .push import PushBatch
+
+    options = dict(wait=True, timeout=timeout, break_lock=False, lock_wait=30.0, force=False, allow_downgrade=False, dry_run=False)
 
     def push_now(packages):
-        load_plan = LoadPlan.build([read_mcz(p) for p in packages])
-        entries = manifest_entries(load_plan)
+        batch = PushBatch.of(LoadPlan.build([read_mcz(p) for p in packages]))
         failed = []
         for target in targets:
             try:
-                report, _ = _push_one(load_plan, entries, target, True, timeout, False, 30.0, False)
+                report, _ = _push_one(batch, target, options, False)
             except (HotloadError, OSError) as error:
                 failed.append(target)
                 err.print(f"[bold red]hotload:[/] {escape(target)}: " + escape("; ".join(str(error).splitlines())))
@@ -451,43 +532,120 @@ def demo(keep, port, workdir):
 # -- status ------------------------------------------------------------------------------
 
 
+def print_state(state):
+    """One image's status in full."""
+    if state.heartbeat is None:
+        out.print(f"{state.target}: [bold red]no loader heartbeat[/]")
+    else:
+        running = "[green]running[/]" if state.loader_running else "[red]not running[/]"
+        out.print(
+            f"{state.target}: loader {running} ({state.heartbeat.dialect}, heartbeat {state.loader_age:.0f} s old, "
+            f"priority {state.heartbeat.priority}, every {state.heartbeat.interval_ms} ms, image {state.heartbeat.image})"
+        )
+    if state.conflict:
+        out.print(f"[bold red]conflict:[/] {state.conflict.describe()}", soft_wrap=True)
+    for problem in state.problems:
+        out.print(f"[bold yellow]problem:[/] {escape(problem)}", soft_wrap=True)
+    for note in state.notes:
+        out.print(f"note: {note}", markup=False, soft_wrap=True)
+    if state.status:
+        print_status(state.status)
+    if state.lock:
+        out.print(f"locked by {state.lock.holder} (batch {state.lock.batch})")
+    if state.pending:
+        out.print(f"waiting in staging: {_short_list(state.pending)}")
+    if state.failed:
+        out.print(f"failed batches kept in failed/: {_short_list(state.failed)}")
+    if state.loaded is not None:
+        print_loaded(state.loaded)
+    for line in state.history:
+        out.print(f"  {line}", markup=False)
+
+
+def print_table(header, rows, marks=None):
+    """Columns padded to their widest cell, never wrapped (targets are long); `marks` prefixes rows."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lead = "  " if marks is None else "    "
+    out.print(lead + "  ".join(str(cell).ljust(width) for cell, width in zip(header, widths)).rstrip(), markup=False)
+    for number, row in enumerate(rows):
+        mark = f"  {marks[number]:<2}" if marks is not None else lead
+        out.print(mark + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip(), markup=False)
+
+
+def print_loaded(record):
+    from .protocol import iso
+
+    if not record.packages:
+        out.print("loaded: no package loaded by hotload yet")
+        return
+    out.print("[bold]loaded[/]")
+    rows = [(name, p.version, p.batch, iso(p.loaded_at)) for name, p in sorted(record.packages.items())]
+    print_table(("package", "version", "batch", "loaded at"), rows)
+
+
+def print_many(many):
+    """One row per image, then the packages whose versions differ between them (marked `!`)."""
+    rows = []
+    for target in many.targets:
+        if target in many.errors:
+            rows.append((target, "unreachable", "-", "-"))
+            continue
+        state = many.states[target]
+        loader = "running" if state.loader_running else ("not running" if state.heartbeat else "no heartbeat")
+        if state.conflict:
+            loader = "conflict"
+        packages = str(len(state.loaded.packages)) if state.loaded is not None else "-"
+        last = f"{state.status.result} ({state.status.batch})" if state.status else "-"
+        rows.append((target, loader, packages, last))
+    print_table(("target", "loader", "packages", "last result"), rows)
+    for target in many.targets:
+        state = many.states.get(target)
+        lines = [str(many.errors[target])] if target in many.errors else state.problems + state.notes
+        for line in lines:
+            out.print(f"{target}: {line}", markup=False, soft_wrap=True)
+    versions, differing = many.versions(), many.differences()
+    if not versions:
+        return
+    readable = [t for t in many.targets if t in many.states and many.states[t].loaded is not None]
+    out.print("[bold]loaded versions[/] (! differs)")
+    print_table(
+        ("package", *readable),
+        [(name, *[row[t] or "-" for t in readable]) for name, row in versions.items()],
+        marks=["!" if name in differing else "" for name in versions],
+    )
+    if differing:
+        out.print(f"[bold yellow]{len(differing)} package(s) differ between the images:[/] {escape(_short_list(differing))}")
+    else:
+        out.print("every image runs the same versions")
+
+
 @main.command()
-@click.option("--to", "target_text", required=True, help="The staging directory to inspect.")
+@click.option("--to", "targets", multiple=True, required=True, help="The staging directory to inspect. Repeat for many images.")
 @click.option("--json", "as_json", is_flag=True)
-def status(target_text, as_json):
-    """Show the loader's heartbeat, the last batch, the lock and recent history."""
-    from .status import StagingState
+def status(targets, as_json):
+    """Show the loader's heartbeat, the last batch, the lock, the loaded packages and recent history.
+
+    With many --to: one row per image, and the packages whose versions differ between them; the exit
+    status is the highest of the images'.
+    """
+    from .status import ManyStatus, StagingState
     from .targets import parse_target
     from .transports import open_transport
 
-    with open_transport(parse_target(target_text)) as transport:
-        state = StagingState.read(transport)
-    if as_json:
-        click.echo(json.dumps(state.to_json(), indent=2))
-    else:
-        if state.heartbeat is None:
-            out.print(f"{state.target}: [bold red]no loader heartbeat[/]")
+    if len(targets) == 1:
+        with open_transport(parse_target(targets[0])) as transport:
+            state = StagingState.read(transport)
+        if as_json:
+            click.echo(json.dumps(state.to_json(), indent=2))
         else:
-            running = "[green]running[/]" if state.loader_running else "[red]not running[/]"
-            out.print(
-                f"{state.target}: loader {running} ({state.heartbeat.dialect}, heartbeat {state.loader_age:.0f} s old, "
-                f"priority {state.heartbeat.priority}, every {state.heartbeat.interval_ms} ms, image {state.heartbeat.image})"
-            )
-        if state.conflict:
-            out.print(f"[bold red]conflict:[/] {state.conflict.describe()}", soft_wrap=True)
-        for problem in state.problems:
-            out.print(f"[bold yellow]problem:[/] {problem}", soft_wrap=True)
-        if state.status:
-            print_status(state.status)
-        if state.lock:
-            out.print(f"locked by {state.lock.holder} (batch {state.lock.batch})")
-        if state.pending:
-            out.print(f"waiting in staging: {_short_list(state.pending)}")
-        if state.failed:
-            out.print(f"failed batches kept in failed/: {_short_list(state.failed)}")
-        for line in state.history:
-            out.print(f"  {line}")
-    sys.exit(0 if state.loader_running and not state.conflict else 3)
+            print_state(state)
+        sys.exit(state.exit_code)
+    many = ManyStatus.read(list(targets))
+    if as_json:
+        click.echo(json.dumps(many.to_json(), indent=2))
+    else:
+        print_many(many)
+    sys.exit(many.exit_code)
 
 
 if __name__ == "__main__":

@@ -10,24 +10,44 @@ the trigger (or on any error, Ctrl-C included, after this push's temporary entri
 gone); holding it, `cleanup.Cleanup` removes what interrupted pushes left.
 The batch is uploaded into `.hotload-tmp-<batch>/` and published by renaming that
 folder to `<batch>/`; only the trigger, written last, makes the loader act on it.
+
+Before any of that, `Selector` reads the target's `loaded` record and decides per package
+(docs/protocol.md, "Pushing (client)", step 0):
+
+    >>> batch = PushBatch.read(["dist/Shop-Core-jd.4.mcz", "src/"], workdir)
+    >>> selection = Selector(staging, workdir).select(batch)
+    >>> [(d.version, d.action) for d in selection.decisions]
+    [('Shop-Core-jd.4', 'skip'), ('Shop-Web-jd.8', 'send')]
+    >>> Pusher(staging).push(selection.plan, entries=selection.entries)
+
+A package whose version name and SHA-256 are loaded is skipped (`force` sends it); a version
+older than the loaded one, or of another branch, or other bytes under the loaded name, is
+refused (`allow_downgrade` sends it). A folder is packed again for each target on top of the
+`.mcz` the target keeps in `packages/`, so its ancestry continues from what the image runs; its
+packed `snapshot/source.st` equal to the kept one's means unchanged, and it is skipped.
 """
 
 import contextlib
 import hashlib
 import signal
+import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import protocol
 from .chunks import ChunkError
 from .cleanup import Cleanup
-from .errors import HotloadError, PackageError, TargetError, WaitTimeout
+from .errors import HotloadError, InputError, PackageError, TargetError, WaitTimeout
+from .limits import limits
 from .lock import StagingLock
+from .mcz import SOURCE_MEMBER, read_mcz
 from .plan import LoadPlan
-from .protocol import Manifest, ManifestEntry
-from .transports.base import FILE, Transport
+from .protocol import LoadedPackage, LoadedRecord, Manifest, ManifestEntry
+from .transports.base import FILE, FOLDER, Transport
 
 
 @dataclass
@@ -41,6 +61,17 @@ class PushResult:
     created_directory: bool = False
     #: entries with hotload's names that were left because they hold something hotload did not write
     kept: List[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "batch": self.batch,
+            "packages": [entry.version for entry in self.entries],
+            "bytes": self.bytes_sent,
+            "upload_seconds": round(self.seconds, 3),
+            "cleaned": self.cleaned,
+            "kept": self.kept,
+        }
 
 
 def sha256_of(path) -> str:
@@ -75,6 +106,307 @@ def manifest_entries(plan: LoadPlan) -> List[ManifestEntry]:
             ManifestEntry(position, path.name, path.stat().st_size, sha256_of(path), package_plan.package.version.name)
         )
     return entries
+
+
+# -- what to send: the batch as named, and per target what its image already runs ----------
+
+
+class BatchUnreadable(InputError):
+    """Some of the named files or folders cannot be read; `problems` has one error per file."""
+
+    def __init__(self, problems: List[InputError]):
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+@dataclass
+class PushBatch:
+    """The packages named on the command line, planned, checked and hashed once for every target.
+
+    `sources` holds the packages read from Tonel or FileTree folders: a `Selector` packs those
+    again for each target, on top of the version that target runs.
+    """
+
+    plan: LoadPlan
+    entries: Dict[str, ManifestEntry]  # by the package's path
+    sources: Dict[str, object] = field(default_factory=dict)  # package name -> sources.PackageSource
+    author: Optional[str] = None
+
+    @classmethod
+    def read(cls, paths, workdir: Callable[[], Path], author: Optional[str] = None) -> "PushBatch":
+        """.mcz files as they are; folders packed into `workdir()`. Every unreadable one is reported
+        (BatchUnreadable, exit 2) before anything is planned."""
+        from .pack import Packer
+        from .sources import read_sources
+
+        packages, problems, sources = [], [], {}
+        for path in paths:
+            try:
+                if Path(path).is_dir():
+                    packer = Packer(author=author)
+                    for source in read_sources(path):
+                        packed = packer.pack_source(source, workdir())
+                        packages.append(read_mcz(packed.path))
+                        sources[packed.package_name] = source
+                else:
+                    packages.append(read_mcz(path))
+            except InputError as error:
+                problems.append(error)
+        if problems:
+            raise BatchUnreadable(problems)
+        return cls.of(LoadPlan.build(packages), sources, author)
+
+    @classmethod
+    def of(cls, plan: LoadPlan, sources=None, author: Optional[str] = None) -> "PushBatch":
+        entries = manifest_entries(plan)
+        by_path = {str(package_plan.package.path): entry for package_plan, entry in zip(plan.order, entries)}
+        return cls(plan, by_path, sources or {}, author)
+
+
+SEND, SKIP, REFUSE = "send", "skip", "refuse"
+
+
+@dataclass
+class Decision:
+    """What happens to one package at one target, and why (one line)."""
+
+    name: str  # the package's
+    version: str
+    action: str  # SEND, SKIP or REFUSE
+    why: str
+    loaded_version: Optional[str] = None
+    path: Optional[Path] = None  # the .mcz to send
+    package: object = field(default=None, repr=False, compare=False)  # the McPackage read from `path`
+
+    def to_json(self) -> dict:
+        return {
+            "package": self.name, "version": self.version, "action": self.action, "why": self.why,
+            "loaded_version": self.loaded_version,
+        }
+
+
+class DowngradeRefused(InputError):
+    """A pushed version would replace the loaded one with an older, unrelated or different one (exit 2)."""
+
+
+@dataclass
+class Selection:
+    """One target's decisions; `plan` and `entries` are what to push (None and [] when nothing is)."""
+
+    target: str
+    decisions: List[Decision]
+    plan: Optional[LoadPlan] = None
+    entries: List[ManifestEntry] = field(default_factory=list)
+    #: why every package is sent without a check (no usable loaded record), else ""
+    note: str = ""
+    loaded: Optional[LoadedRecord] = None
+
+    def _with(self, action: str) -> List[Decision]:
+        return [decision for decision in self.decisions if decision.action == action]
+
+    @property
+    def sent(self) -> List[Decision]:
+        return self._with(SEND)
+
+    @property
+    def skipped(self) -> List[Decision]:
+        return self._with(SKIP)
+
+    @property
+    def refused(self) -> List[Decision]:
+        return self._with(REFUSE)
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.sent and not self.refused
+
+    def refusal(self) -> DowngradeRefused:
+        lines = [f"{self.target}: {decision.why}" for decision in self.refused]
+        lines.append(
+            "nothing was pushed; push a version that descends from the loaded one, "
+            "or give --allow-downgrade to replace it anyway"
+        )
+        return DowngradeRefused("\n".join(lines))
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "decisions": [decision.to_json() for decision in self.decisions],
+            "skipped": [decision.version for decision in self.skipped],
+            "refused": [decision.version for decision in self.refused],
+            "note": self.note or None,
+        }
+
+
+def source_member(path) -> bytes:
+    """The `snapshot/source.st` of a .mcz already read by read_mcz (so within the limits)."""
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(SOURCE_MEMBER)
+
+
+class Selector:
+    """Reads a target's `loaded` record and kept `.mcz` files, and decides what to send.
+
+    Reads only: nothing is written to the target, and no lock is taken.
+    """
+
+    def __init__(
+        self, transport: Transport, workdir: Callable[[], Path], force: bool = False,
+        allow_downgrade: bool = False, on_step: Optional[Callable[[str], None]] = None,
+    ):
+        self.transport = transport
+        self.workdir = workdir
+        self.force = force
+        self.allow_downgrade = allow_downgrade
+        self.on_step = on_step or (lambda step: None)
+        self._folder: Optional[Path] = None
+
+    def select(self, batch: PushBatch) -> Selection:
+        from .status import OLDER_LOADER, read_loaded
+
+        self.on_step("read loaded")
+        loaded = read_loaded(self.transport)
+        note = ""
+        if loaded.problem:
+            if not self.allow_downgrade:
+                raise TargetError(
+                    f"cannot tell what {self.transport.description} runs: {loaded.problem}; the loader writes the "
+                    "record again at its next batch or start: remove the entry, or push with --allow-downgrade "
+                    "to send every package unchecked"
+                )
+            note = f"every package is sent unchecked (--allow-downgrade): {loaded.problem}"
+        elif loaded.missing:
+            if self.transport.kind(protocol.HEARTBEAT) is not None:
+                note = f"every package is sent: {OLDER_LOADER}"
+            else:
+                note = "every package is sent: no loader has written a loaded record here yet"
+        record = loaded.record
+        decisions = [self._decide(package_plan.package, batch, record) for package_plan in batch.plan.order]
+        selection = Selection(self.transport.description, decisions, note=note, loaded=record)
+        to_send = [d for d in decisions if d.action == SEND]
+        if to_send and not selection.refused:
+            selection.plan = LoadPlan.build([decision.package for decision in to_send])
+            selection.entries = entries_for(selection.plan, batch.entries)
+        return selection
+
+    # -- one package -------------------------------------------------------------------
+
+    def _decide(self, package, batch: PushBatch, record: Optional[LoadedRecord]) -> Decision:
+        entry = batch.entries[str(package.path)]
+        loaded = record.packages.get(package.name) if record else None
+        if loaded is None:
+            why = "not loaded there" if record else "sent unchecked"
+            return Decision(package.name, package.version.name, SEND, why, None, package.path, package)
+        if package.name in batch.sources:
+            return self._decide_folder(package, batch, loaded)
+        return self._decide_mcz(package, entry.sha256, loaded)
+
+    def _decision(self, package, action: str, why: str, loaded: LoadedPackage) -> Decision:
+        if action == REFUSE and self.allow_downgrade:
+            action, why = SEND, f"{why} (sent: --allow-downgrade)"
+        elif action == SKIP and self.force:
+            action, why = SEND, f"{why} (sent: --force)"
+        return Decision(package.name, package.version.name, action, why, loaded.version, package.path, package)
+
+    def _decide_mcz(self, package, sha256: str, loaded: LoadedPackage, kept_problem: str = "") -> Decision:
+        pushed = package.version.name
+        if pushed == loaded.version:
+            if sha256 == loaded.sha256:
+                return self._decision(package, SKIP, f"{pushed} is loaded", loaded)
+            return self._decision(package, REFUSE, (
+                f"{pushed} is loaded with other content (SHA-256 {loaded.sha256[:12]}…, pushed {sha256[:12]}…): "
+                "different content under the same version name"
+            ), loaded)
+        if loaded.version in {ancestor.name for ancestor in package.version.ancestry()}:
+            return self._decision(package, SEND, f"{pushed} descends from the loaded {loaded.version}", loaded)
+        kept, problem = self._kept(loaded) if not kept_problem else (None, kept_problem)
+        if kept is None:
+            return self._decision(package, REFUSE, (
+                f"{pushed} does not descend from the loaded {loaded.version}, and whether it is older cannot be "
+                f"told: {problem}"
+            ), loaded)
+        if pushed in {ancestor.name for ancestor in kept.version.ancestry()}:
+            return self._decision(package, REFUSE, f"{pushed} is older than the loaded {loaded.version} (an ancestor of it)", loaded)
+        return self._decision(package, REFUSE, (
+            f"{pushed} and the loaded {loaded.version} are on different branches (neither descends from the other)"
+        ), loaded)
+
+    def _decide_folder(self, package, batch: PushBatch, loaded: LoadedPackage) -> Decision:
+        """Pack the folder again on top of the kept .mcz of the loaded version."""
+        from .pack import Packer
+
+        kept, problem = self._kept(loaded)
+        if kept is None:  # the ancestry cannot continue: judge the version packed without it
+            return self._decide_mcz(package, batch.entries[str(package.path)].sha256, loaded, problem)
+        output = Path(tempfile.mkdtemp(prefix="packed-", dir=self._scratch()))
+        try:
+            packed = Packer(author=batch.author).pack_source(batch.sources[package.name], output, ancestor_path=kept.path)
+        except InputError as error:  # the kept file is another package's
+            return self._decide_mcz(package, batch.entries[str(package.path)].sha256, loaded, str(error))
+        repacked = read_mcz(packed.path)
+        if source_member(packed.path) != source_member(kept.path):
+            return self._decision(repacked, SEND, f"{repacked.version.name} descends from the loaded {loaded.version}", loaded)
+        unchanged = f"the sources of {package.name} are those of the loaded {loaded.version}"
+        if self.force:
+            return self._decision(repacked, SKIP, unchanged, loaded)  # sent as a new version of the same code
+        return Decision(package.name, loaded.version, SKIP, unchanged, loaded.version, kept.path, kept)
+
+    # -- the kept .mcz of a loaded version -----------------------------------------------
+
+    def _scratch(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="target-", dir=self.workdir()))
+        return self._folder
+
+    def _kept(self, loaded: LoadedPackage):
+        """(the kept .mcz of the loaded version, read, or None, why not)."""
+        try:
+            data = fetch_kept(self.transport, loaded)
+        except HotloadError as error:
+            if self.transport.lost:
+                raise
+            return None, str(error)
+        folder = Path(tempfile.mkdtemp(prefix="kept-", dir=self._scratch()))
+        path = folder / loaded.file
+        path.write_bytes(data)
+        try:
+            kept = read_mcz(path)
+        except PackageError as error:
+            return None, f"{protocol.PACKAGES}/{loaded.file} cannot be read ({error.problem})"
+        if kept.name != loaded.package or kept.version.name != loaded.version:
+            return None, f"{protocol.PACKAGES}/{loaded.file} holds {kept.version.name}, not {loaded.version}"
+        return kept, ""
+
+
+def fetch_kept(transport: Transport, loaded: LoadedPackage) -> bytes:
+    """The bytes of `packages/<file>`, checked against the record's size and SHA-256; a TargetError
+    says why they cannot be had (missing, wrong kind, another file)."""
+    kind = transport.kind(protocol.PACKAGES)
+    if kind != FOLDER:
+        what = "missing" if kind is None else f"a {kind}, not a folder"
+        raise TargetError(f"{protocol.PACKAGES}/ is {what}")
+    name = f"{protocol.PACKAGES}/{loaded.file}"
+    data = transport.read(name, limits().max_mcz_bytes)
+    if data is None:
+        raise TargetError(f"{name} is missing")
+    if len(data) != loaded.size or hashlib.sha256(data).hexdigest() != loaded.sha256:
+        raise TargetError(f"{name} is not the loaded file (its size or SHA-256 differs from the record)")
+    return data
+
+
+def entries_for(plan: LoadPlan, known: Dict[str, ManifestEntry]) -> List[ManifestEntry]:
+    """Manifest entries for `plan`, numbered from 1, reusing the hashes already taken (`known`, by path)."""
+    entries = []
+    for position, package_plan in enumerate(plan.order, start=1):
+        path = package_plan.package.path
+        entry = known.get(str(path))
+        if entry is None:
+            entry = ManifestEntry(position, path.name, path.stat().st_size, sha256_of(path), package_plan.package.version.name)
+        entries.append(ManifestEntry(position, entry.file, entry.size, entry.sha256, entry.version))
+    return entries
+
+
+# -- pushing -------------------------------------------------------------------------------
 
 
 class Pusher:

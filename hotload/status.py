@@ -1,8 +1,11 @@
-"""Reading what the loader wrote back: heartbeat, conflict, status, history, failed batches.
+"""Reading what the loader wrote back: heartbeat, conflict, status, history, failed batches,
+and the loaded record (what the image runs).
 
     >>> state = StagingState.read(staging)
-    >>> state.loader_age, state.status.result
-    (1.2, 'ok')
+    >>> state.loader_age, state.status.result, sorted(state.loaded.packages)
+    (1.2, 'ok', ['Counter-App'])
+    >>> ManyStatus.read(["app1:/srv/staging", "app2:/srv/staging"]).differences()
+    {'Counter-App': {'app1:/srv/staging': 'Counter-App-jd.3', 'app2:/srv/staging': 'Counter-App-jd.2'}}
     >>> status = BatchWaiter(staging).wait("20261122T203700Z-3fa9c1", timeout=60)
 
 A file the loader writes that cannot be read (wrong kind, another version, truncated)
@@ -11,12 +14,41 @@ is reported in `StagingState.problems`, never as a crash.
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from . import protocol
 from .errors import HotloadError, NoLoaderRunning, ProtocolError, WaitTimeout
-from .protocol import Conflict, Heartbeat, LockRecord, Status, VersionMismatch
+from .protocol import Conflict, Heartbeat, HistoryEntry, LoadedRecord, LockRecord, Status, VersionMismatch
 from .transports.base import FOLDER, Transport
+
+#: a loaded record names one package per line: 4 MiB is thousands of packages
+LOADED_LIMIT = 4 << 20
+OLDER_LOADER = "the loader keeps no loaded record; update it with hotload install-loader"
+
+
+@dataclass
+class LoadedState:
+    """The `loaded` record as read: the record, or why there is none (`missing`, `problem`)."""
+
+    record: Optional[LoadedRecord]
+    missing: bool = False
+    problem: str = ""
+
+
+def read_loaded(transport: Transport) -> LoadedState:
+    """Read `loaded`; a missing one is `missing`, one that cannot be read (a link, a FIFO, garbage,
+    another version) is a `problem` line; never raises for what the file holds."""
+    try:
+        data = transport.read(protocol.LOADED, LOADED_LIMIT)
+        if data is None:
+            return LoadedState(None, missing=True)
+        return LoadedState(LoadedRecord.parse(data.decode("utf-8", "replace")))
+    except ProtocolError as error:
+        return LoadedState(None, problem=f"{protocol.LOADED}: {error}")
+    except HotloadError as error:
+        if transport.lost:
+            raise  # the connection is gone: that is the error, not the record
+        return LoadedState(None, problem=f"{protocol.LOADED}: {error}")
 
 
 @dataclass
@@ -31,6 +63,9 @@ class StagingState:
     failed: List[str] = field(default_factory=list)
     conflict: Optional[Conflict] = None
     problems: List[str] = field(default_factory=list)
+    #: what the image runs; None when there is no usable record (see `notes` and `problems`)
+    loaded: Optional[LoadedRecord] = None
+    notes: List[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, transport: Transport, history_lines: int = 10) -> "StagingState":
@@ -80,7 +115,17 @@ class StagingState:
             conflict=conflict,
         )
         state.problems = problems + (heartbeat.problems if heartbeat else [])
+        loaded = read_loaded(transport)
+        state.loaded = loaded.record
+        if loaded.problem:
+            state.problems.append(loaded.problem)
+        elif loaded.missing and state.loader_running:
+            state.notes.append(OLDER_LOADER)  # a loader writes `loaded` at its first poll
         return state
+
+    @property
+    def history_entries(self) -> List[HistoryEntry]:
+        return [entry for entry in map(HistoryEntry.parse, self.history) if entry is not None]
 
     @property
     def loader_running(self) -> bool:
@@ -101,7 +146,71 @@ class StagingState:
             "failed": self.failed,
             "conflict": self.conflict.describe() if self.conflict else None,
             "problems": self.problems,
+            "notes": self.notes,
+            "loaded": self.loaded.to_json()["packages"] if self.loaded else None,
             "history": self.history,
+            "history_entries": [entry.to_json() for entry in self.history_entries],
+        }
+
+    @property
+    def exit_code(self) -> int:
+        """0 when a loader runs here with no conflict, else 3 (no usable loader)."""
+        return 0 if self.loader_running and not self.conflict else NoLoaderRunning.exit_code
+
+
+@dataclass
+class ManyStatus:
+    """`status` of many images: one state per target read, one error per target that could not be."""
+
+    targets: List[str]
+    states: Dict[str, StagingState] = field(default_factory=dict)
+    errors: Dict[str, HotloadError] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, targets: List[str], history_lines: int = 10) -> "ManyStatus":
+        from .targets import parse_target
+        from .transports import open_transport
+
+        many = cls(list(targets))
+        for target in targets:
+            try:
+                with open_transport(parse_target(target)) as transport:
+                    many.states[target] = StagingState.read(transport, history_lines)
+            except HotloadError as error:
+                many.errors[target] = error
+        return many
+
+    def versions(self) -> Dict[str, Dict[str, Optional[str]]]:
+        """package -> target -> loaded version (None: not loaded there), over the targets with a record."""
+        read = [target for target in self.targets if target in self.states and self.states[target].loaded]
+        names = sorted({name for target in read for name in self.states[target].loaded.packages})
+        table = {}
+        for name in names:
+            row = {}
+            for target in read:
+                package = self.states[target].loaded.packages.get(name)
+                row[target] = package.version if package else None
+            table[name] = row
+        return table
+
+    def differences(self) -> Dict[str, Dict[str, Optional[str]]]:
+        """The rows of `versions` whose images do not all run the same version."""
+        return {name: row for name, row in self.versions().items() if len(set(row.values())) > 1}
+
+    @property
+    def exit_code(self) -> int:
+        codes = [state.exit_code for state in self.states.values()] + [e.exit_code for e in self.errors.values()]
+        return max(codes or [0])
+
+    def to_json(self) -> dict:
+        return {
+            "targets": [
+                self.states[target].to_json() if target in self.states
+                else {"target": target, "error": str(self.errors[target]), "exit_code": self.errors[target].exit_code}
+                for target in self.targets
+            ],
+            "versions": self.versions(),
+            "differences": sorted(self.differences()),
         }
 
 

@@ -2,6 +2,9 @@
 
 It lets client tests exercise `push --wait` without a Smalltalk image. It checks
 sizes and SHA-256 but installs nothing. Never shipped: the real loader is smalltalk/.
+Like the real one (Hotload-Core.st `rememberLoaded:`, `keepPackagesOf:`, `writeLoaded`) it
+writes `loaded` at its first poll and after every batch, and keeps each loaded `.mcz` in
+`packages/`; `record=False` plays an older loader that does neither.
 
     loader = FakeLoader(staging).start()
     ...
@@ -9,15 +12,18 @@ sizes and SHA-256 but installs nothing. Never shipped: the real loader is smallt
     loader.batches   # manifests of the batches it loaded (or failed), in order
     loader.saves     # save-only triggers it took
     loader.errors    # anything that went wrong inside a poll (tests assert it stays empty)
+    loader.loaded    # package name -> its `package` row of the loaded record ("the image")
 """
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 from hotload import protocol
@@ -28,13 +34,15 @@ from hotload.protocol import Manifest, Status, render_record
 class FakeLoader:
     def __init__(
         self, staging: Path, interval: float = 0.1, fail_package: str = "", loader_id: str = "fake0001",
-        consume: bool = True,
+        consume: bool = True, record: bool = True,
     ):
         self.staging = Path(staging)
         self.loader_id = loader_id
         self.interval = interval
         self.fail_package = fail_package
         self.consume = consume  # False: a live loader that never takes a trigger (it beats only)
+        self.record = record  # False: an older loader, with no `loaded` and no `packages/`
+        self.loaded = {}
         self.batches = []
         self.rejected = []  # batch ids of triggers it could not act on (missing folder, bad manifest)
         self.saves = 0
@@ -44,6 +52,7 @@ class FakeLoader:
 
     def start(self):
         self.staging.mkdir(parents=True, exist_ok=True)
+        self._write_loaded()  # at its first poll
         self._beat()
         self._thread.start()
         return self
@@ -124,8 +133,11 @@ class FakeLoader:
             status.loaded.append(entry.version)
         self.batches.append(manifest)
         if status.ok:
+            self._remember(manifest, folder)
+            self._keep_packages(manifest, folder)
             for entry in manifest.entries:
-                (folder / entry.file).unlink()
+                if (folder / entry.file).exists():
+                    (folder / entry.file).unlink()
             (folder / protocol.MANIFEST).unlink()
             folder.rmdir()
         else:
@@ -133,7 +145,52 @@ class FakeLoader:
             failed.mkdir(exist_ok=True)
             shutil.move(str(folder), str(failed / batch))
             (failed / batch / "reason").write_text(status.error + "\n")
+        self._write_loaded()
         self._status(status)
+
+    # -- the loaded record and packages/ (Hotload-Core.st) ------------------------------------
+
+    @staticmethod
+    def _package_name(path: Path, version: str) -> str:
+        """The `package` member's name, as HLPackageEntry reads it; else from the version name."""
+        with zipfile.ZipFile(path) as archive:
+            match = re.search(r"name\s+'((?:[^']|'')*)'", archive.read("package").decode("utf-8", "replace"))
+        return match.group(1).replace("''", "'") if match else version.rsplit("-", 1)[0]
+
+    def _remember(self, manifest, folder: Path):
+        now = int(time.time())
+        for entry in manifest.entries:
+            name = self._package_name(folder / entry.file, entry.version)
+            self.loaded[name] = (
+                "package", name, entry.version, entry.file, entry.size, entry.sha256, manifest.batch, now, protocol.iso(now)
+            )
+
+    def _keep_packages(self, manifest, folder: Path):
+        """Move the batch's loaded files into packages/ and delete those of versions no longer loaded."""
+        if not self.record:
+            return
+        kept = self.staging / protocol.PACKAGES
+        if not os.path.lexists(kept):
+            kept.mkdir()
+        if not stat.S_ISDIR(os.lstat(kept).st_mode):
+            return  # never through a link (reported by the real loader)
+        names = {row[3] for row in self.loaded.values()}
+        for row in self.loaded.values():
+            source, target = folder / row[3], kept / row[3]
+            if row[6] == manifest.batch and source.is_file() and (not os.path.lexists(target) or target.is_file()):
+                source.replace(target)
+        for path in kept.iterdir():
+            if protocol._PACKAGE_FILE.match(path.name) and path.name not in names and path.is_file():
+                path.unlink()
+
+    def _write_loaded(self):
+        if not self.record:
+            return
+        target = self.staging / protocol.LOADED
+        if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
+            return  # never through a link or into a FIFO
+        rows = [("image", "fake.im")] + [self.loaded[name] for name in sorted(self.loaded)]
+        self._write(protocol.LOADED, render_record(protocol.LOADED, rows))
 
     def _status(self, status: Status):
         rows = [("batch", status.batch), ("result", status.result)] + [("loaded", v) for v in status.loaded]
