@@ -265,6 +265,7 @@ class Selector:
         from .status import OLDER_LOADER, read_loaded
 
         self.on_step("read loaded")
+        self.transport.check_directory()  # a file at the staging path: that is the error to report
         loaded = read_loaded(self.transport)
         note = ""
         if loaded.problem:

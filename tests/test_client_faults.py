@@ -175,7 +175,7 @@ def test_push_into_the_folder_holding_the_package_keeps_every_user_file(tmp_path
         target, env = sshd.url(dist), sshd.env()
     with running(FakeLoader(dist, interval=0.05)) as loader:
         first = hotload("push", package, "--to", target, "--wait", "--json", env=env)
-        second = hotload("push", package, "--to", target, "--wait", "--json", env=env)
+        second = hotload("push", package, "--to", target, "--wait", "--json", "--force", env=env)  # it is loaded
     for result in (first, second):
         assert result.returncode == 0, result.stderr
     reports = [json.loads(first.stdout), json.loads(second.stdout)]
