@@ -10,7 +10,6 @@ from typing import List
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import __version__
 from .errors import HotloadError, InputError, TargetError, exit_code_table
@@ -37,8 +36,6 @@ def read_batch(paths: List[str], for_plan: bool = False) -> LoadPlan:
     A Tonel or FileTree folder is packed first, into a temporary folder removed when the command ends.
     With for_plan, packages are read only for what a plan shows (hotload.plan_cache, with its cache).
     """
-    from .errors import InputError
-
     files, problems, workdir = [], [], None
     for path in paths:
         try:
@@ -142,30 +139,44 @@ def _short_list(names, limit=8):
 
 
 def print_plan(plan: LoadPlan):
-    """The plan as one text, printed at once."""
-    lines = ["[bold]Packages[/]"]
+    """The plan as one text, printed at once; styled (through rich) only on a terminal."""
+    lines = ["Packages"]
     add = lines.append
+    styled = {0: ("bold", len(lines[0]))}  # line index -> (style, length of the styled start)
     for package_plan in plan.packages:
         facts = package_plan.package.facts
-        add(f"  {escape(facts.name)}  {escape(facts.version)}  ({len(facts.classes)} classes, {facts.method_count()} methods)")
+        add(f"  {facts.name}  {facts.version}  ({len(facts.classes)} classes, {facts.method_count()} methods)")
         from_batch = sorted({f"{req.name} from {provider}" for req, provider in package_plan.requirements if provider})
         if from_batch:
-            add(f"    needs from this batch: {escape(_short_list(from_batch))}")
+            add(f"    needs from this batch: {_short_list(from_batch)}")
         expected = sorted({req.name for req in package_plan.expected_in_image})
         if expected:
-            add(f"    expected in the image: {escape(_short_list(expected))}")
-    add("\n[bold]Load order[/]")
+            add(f"    expected in the image: {_short_list(expected)}")
+    add("")
+    add("Load order")
+    styled[len(lines) - 1] = ("bold", len(lines[-1]))
     edges_into = {}
     for edge in plan.edges:
         edges_into.setdefault(edge.after, []).append(edge)
     for position, package_plan in enumerate(plan.order, start=1):
-        add(f"  {position:>3}. {escape(package_plan.name)} ({escape(package_plan.package.facts.version)})")
+        add(f"  {position:>3}. {package_plan.name} ({package_plan.package.facts.version})")
         for edge in edges_into.get(package_plan.name, ()):
             more = f" (+{len(edge.reasons) - 2} more)" if len(edge.reasons) > 2 else ""
-            add(f"         after {escape(edge.before)}: {escape('; '.join(edge.reasons[:2]))}{more}")
+            add(f"         after {edge.before}: {'; '.join(edge.reasons[:2])}{more}")
     for cycle in plan.cycles:
-        add(f"[bold yellow]cycle:[/] {escape(' <-> '.join(cycle))} depend on each other; they load in the order shown")
-    out.print("\n".join(lines), soft_wrap=True)
+        add(f"cycle: {' <-> '.join(cycle)} depend on each other; they load in the order shown")
+        styled[len(lines) - 1] = ("bold yellow", len("cycle:"))
+    if not out.is_terminal:
+        out.file.write("\n".join(lines) + "\n")
+        out.file.flush()
+        return
+    out.print(
+        "\n".join(
+            f"[{styled[i][0]}]{escape(line[: styled[i][1]])}[/]{escape(line[styled[i][1]:])}" if i in styled else escape(line)
+            for i, line in enumerate(lines)
+        ),
+        soft_wrap=True,
+    )
 
 
 @main.command()
@@ -282,6 +293,8 @@ def _push_one(batch, target_text, options, as_json):
             report.update(result="up-to-date", packages=[], bytes=0)
             return report, 0
         total = sum(entry.size for entry in selection.entries)
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
         with Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             console=err, transient=True, disable=as_json or not err.is_terminal,
