@@ -100,19 +100,20 @@ class ClassChange:
     change: str  # added | removed | changed
     fields: List[FieldChange] = field(default_factory=list)  # changed: the parts that differ
     definition: Dict[str, object] = field(default_factory=dict)  # added or removed: the whole definition
+    trait: bool = False
 
     @classmethod
     def compare(cls, old: Optional[ClassDefinition], new: Optional[ClassDefinition]) -> Optional["ClassChange"]:
         if old is None:
-            return cls(new.name, ADDED, definition=_definition(new))
+            return cls(new.name, ADDED, definition=_definition(new), trait=getattr(new, "kind", "") == "trait")
         if new is None:
-            return cls(old.name, REMOVED, definition=_definition(old))
+            return cls(old.name, REMOVED, definition=_definition(old), trait=getattr(old, "kind", "") == "trait")
         fields = [
             FieldChange(name, _value(old, name), _value(new, name))
             for name, _ in CLASS_FIELDS
             if _value(old, name) != _value(new, name)
         ]
-        return cls(new.name, CHANGED, fields) if fields else None
+        return cls(new.name, CHANGED, fields, trait=getattr(new, "kind", "") == "trait") if fields else None
 
     def to_json(self) -> dict:
         data = {"class": self.name, "change": self.change}
@@ -390,8 +391,8 @@ def _diff_lines(lines: List[str], indent: str) -> List[Text]:
 
 def _class_lines(change: ClassChange, folded: Dict[Tuple[str, str], int]) -> List[Text]:
     mark, style = _MARKS[change.change], _STYLES[change.change]
-    kind = "trait" if change.definition.get("kind") == "trait" else "class"
-    if change.change != CHANGED:
+    kind = "trait" if change.trait else "class"
+    if change.change != CHANGED:  # the whole definition, in short
         parts = [f"superclass {_shown(change.definition.get('superclass'))}"] if kind == "class" else []
         if change.definition.get("category"):
             parts.append(f"category {_shown(change.definition['category'])}")
@@ -399,7 +400,7 @@ def _class_lines(change: ClassChange, folded: Dict[Tuple[str, str], int]) -> Lis
         if methods:
             parts.append(_count(methods, "method"))
         return [_line((f"{_INDENT}{mark} {kind} {change.name}", style), f"  ({', '.join(parts)})" if parts else "")]
-    lines = [_line((f"{_INDENT}{mark} class {change.name}", style))]
+    lines = [_line((f"{_INDENT}{mark} {'trait' if change.trait else 'class'} {change.name}", style))]
     for item in change.fields:
         if item.name == "comment":
             lines.append(_line(f"{_INDENT * 3}comment:"))
@@ -439,7 +440,8 @@ def render_package(package: PackageDiff) -> List[Text]:
     elif package.status == UNCHANGED:
         return [_line(name, f" {package.new_version}: ", ("same as loaded", "bold"), f" ({package.loaded_version})")]
     else:
-        head = [_line(name, f" {package.loaded_version} (loaded) -> {package.new_version}: {_summary_text(diff)}")]
+        same_name = " (same name, other contents)" if package.loaded_version == package.new_version else ""
+        head = [_line(name, f" {package.loaded_version} (loaded) -> {package.new_version}{same_name}: {_summary_text(diff)}")]
     # Methods of an added or removed class are counted on the class's line, not listed.
     whole = {(c.name, c.change) for c in diff.classes if c.change != CHANGED}
     folded: Dict[Tuple[str, str], int] = {}

@@ -286,6 +286,24 @@ def test_a_package_not_loaded_is_all_added_and_the_same_package_is_unchanged():
     assert render_report(DiffReport("t", [same]))[0].plain == "Shop-Core Shop-Core-jd.1: same as loaded (Shop-Core-jd.1)"
 
 
+def test_traits_are_named_as_traits_and_a_same_named_version_is_said_to_differ():
+    trait = ClassDefinition("TShop", None, kind="trait", category="Shop-Core", is_trait=True)
+    changed = ClassDefinition("TShop", None, kind="trait", category="Shop-Core", traits=("TBase",),
+                              traits_expression="TBase", is_trait=True)
+    report = DiffReport("t", [
+        PackageDiff.of(_package("Shop-Core-jd.1", snapshot([trait])), _package("Shop-Core-jd.1", snapshot())),
+        PackageDiff.of(_package("Shop-Core-jd.1", snapshot([changed])), _package("Shop-Core-jd.1", snapshot([trait]))),
+    ])
+    assert report.render_plain().split("\n") == [
+        "Shop-Core Shop-Core-jd.1 (loaded) -> Shop-Core-jd.1 (same name, other contents): 1 class added",
+        "  + trait TShop  (category 'Shop-Core')",
+        "",
+        "Shop-Core Shop-Core-jd.1 (loaded) -> Shop-Core-jd.1 (same name, other contents): 1 class changed",
+        "  ~ trait TShop",
+        "      traits: '' -> 'TBase'",
+    ]
+
+
 class _package:
     """Stands for an McPackage: a name, a version and a snapshot."""
 
