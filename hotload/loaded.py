@@ -27,6 +27,7 @@ from .errors import HotloadError, TargetError
 from .limits import how_to_raise, limits
 from .mcz import McPackage, read_mcz
 from .protocol import LoadedPackage, LoadedRecord
+from .status import read_loaded
 from .transports.base import FILE, FOLDER, Transport
 
 @dataclass
@@ -55,23 +56,16 @@ class TargetPackages:
         if not self.transport.check_directory():
             self.problem = f"there is no staging directory at {where}; check the target"
             return
-        try:
-            data = self.transport.read(protocol.LOADED, limits().max_manifest_bytes)
-        except TargetError as error:
-            if self.transport.lost:
-                raise
-            self.problem = f"the loaded record cannot be read ({error})"
-            return
-        if data is None:
+        state = read_loaded(self.transport)  # the one reader of `loaded` (status and push use it too)
+        if state.missing:
             self.problem = (
                 f"no loaded record at {where}: the loader there is older than this hotload (update it with "
                 "`hotload install-loader`), or none has run yet"
             )
-            return
-        try:
-            self.record = LoadedRecord.parse(data.decode("utf-8", "replace"))
-        except HotloadError as error:
-            self.problem = f"the loaded record at {where} is unusable ({error})"
+        elif state.problem:
+            self.problem = f"the loaded record at {where} is unusable ({state.problem})"
+        else:
+            self.record = state.record
 
     def loaded(self, name: str) -> Optional[LoadedPackage]:
         return self.record.packages.get(name) if self.record else None
