@@ -319,8 +319,8 @@ _METHODS_FOR = re.compile(
 # checks that (see _read_split) and otherwise reads the whole text chunk by chunk.
 _UNIT_PATTERN = r"""!
     \s*(?P<class>[A-Za-z_][A-Za-z0-9_.]*)(?:\s+(?P<side>class|classSide|classTrait))?\s+methodsFor:\s*
-    '(?P<protocol>[^']*(?:''[^']*)*)'(?:\s+stamp:\s*'(?P<stamp>[^']*(?:''[^']*)*)')?\s*!(?!!)
-    (?=\s*[^\s!])(?P<source>[^!]*)(?=!\s)!
+    '(?P<protocol>[^']*(?:''[^']*)*)'(?:\s+stamp:\s*'(?P<stamp>[^']*(?:''[^']*)*)')?\s*!
+    (?P<source>\s*[^\s!][^!]*)!
     \s+!(?!!)(?:\s+(?=!(?!!)))?"""
 _UNIT_WITH_GROUPS = re.compile(_UNIT_PATTERN, re.X)
 _UNIT = re.compile(re.sub(r"\(\?P<(?!class)\w+>", "(?:", _UNIT_PATTERN), re.X)  # class name only: cheaper

@@ -116,18 +116,15 @@ def requirements_of(package: Package) -> List[Requirement]:
     facts = package.facts
     own = {name for name, _, _ in facts.classes}
     found: Dict[Tuple[str, str], Requirement] = {}
-
-    def need(kind, name, by):
-        if name and name not in own and (kind, name) not in found:
-            found[(kind, name)] = Requirement(kind, name, by)
-
     for name, superclass, traits in facts.classes:
-        if superclass:
-            need("superclass", superclass, name)
+        if superclass and superclass not in own and ("superclass", superclass) not in found:
+            found[("superclass", superclass)] = Requirement("superclass", superclass, name)
         for trait in traits:
-            need("trait", trait, name)
+            if trait and trait not in own and ("trait", trait) not in found:
+                found[("trait", trait)] = Requirement("trait", trait, name)
     for class_name, _ in facts.methods:
-        need("extension", class_name, class_name)
+        if class_name and class_name not in own and ("extension", class_name) not in found:
+            found[("extension", class_name)] = Requirement("extension", class_name, class_name)
     for version_name in facts.dependencies:
         key = ("dependency", VersionInfo(version_name).package_name)
         if key not in found:
@@ -151,10 +148,9 @@ def _refuse_duplicates(packages: Sequence[Package]):
 
 def _class_providers(packages: Sequence[Package]) -> Dict[str, str]:
     providers: Dict[str, str] = {}
-    for package in packages:
-        name = package.facts.name
-        for class_name, _, _ in package.facts.classes:
-            providers.setdefault(class_name, name)
+    for package in reversed(packages):  # the first package to define a class provides it
+        facts = package.facts
+        providers.update(dict.fromkeys([name for name, _, _ in facts.classes], facts.name))
     return providers
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import pickle
 import tempfile
+from itertools import chain
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,7 +33,7 @@ from .limits import limits
 from .mcz import PlanFacts, PlannedPackage, _check_suffix, _read_file, plan_facts_of
 
 #: bump when PlanFacts or what the readers answer changes: older caches are then ignored
-FORMAT = 1
+FORMAT = 2
 FILE_NAME = "plan-facts.json"
 #: entries kept; the ones used longest ago go first
 MAX_ENTRIES = 20_000
@@ -57,42 +58,52 @@ def cache_file() -> Optional[Path]:
 
 
 def facts_to_json(facts: PlanFacts) -> list:
+    """[name, version, dependencies, class names, superclasses, traits, extended... ] as flat lists."""
     return [
         facts.name,
         facts.version,
         list(facts.dependencies),
-        [[name, superclass, list(traits)] for name, superclass, traits in facts.classes],
-        [[name, count] for name, count in facts.methods],
+        [name for name, _, _ in facts.classes],
+        [superclass for _, superclass, _ in facts.classes],
+        [list(traits) for _, _, traits in facts.classes],
+        [name for name, _ in facts.methods],
+        [count for _, count in facts.methods],
     ]
+
+
+_STR = {str}
+_STR_OR_NONE = {str, type(None)}
+_LIST = {list}
+_INT = {int}
 
 
 def facts_from_json(value) -> Optional[PlanFacts]:
     """PlanFacts from a cache entry, or None when it is not exactly the shape facts_to_json writes."""
-    try:
-        name, version, dependencies, classes, methods = value
-        if not (isinstance(name, str) and isinstance(version, str) and isinstance(dependencies, list)):
-            return None
-        if not (isinstance(classes, list) and isinstance(methods, list)):
-            return None
-        if not all(isinstance(item, str) for item in dependencies):
-            return None
-        class_rows = []
-        for row in classes:
-            class_name, superclass, traits = row
-            if not (isinstance(class_name, str) and (superclass is None or isinstance(superclass, str))):
-                return None
-            if not (isinstance(traits, list) and all(isinstance(item, str) for item in traits)):
-                return None
-            class_rows.append((class_name, superclass, tuple(traits)))
-        method_rows = []
-        for row in methods:
-            class_name, count = row
-            if not (isinstance(class_name, str) and type(count) is int and count > 0):
-                return None
-            method_rows.append((class_name, count))
-    except (TypeError, ValueError):  # not a sequence, or one of another length
+    if type(value) is not list or len(value) != 8 or set(map(type, value[2:])) - _LIST:
         return None
-    return PlanFacts(name, version, tuple(dependencies), tuple(class_rows), tuple(method_rows))
+    name, version, dependencies, names, superclasses, traits, method_names, counts = value
+    if type(name) is not str or type(version) is not str:
+        return None
+    if len(superclasses) != len(names) or len(traits) != len(names) or len(counts) != len(method_names):
+        return None
+    if (
+        set(map(type, dependencies)) - _STR
+        or set(map(type, names)) - _STR
+        or set(map(type, superclasses)) - _STR_OR_NONE
+        or set(map(type, traits)) - _LIST
+        or set(map(type, chain.from_iterable(traits))) - _STR
+        or set(map(type, method_names)) - _STR
+        or set(map(type, counts)) - _INT
+        or (counts and min(counts) < 1)
+    ):
+        return None
+    return PlanFacts(
+        name,
+        version,
+        tuple(dependencies),
+        tuple(zip(names, superclasses, map(tuple, traits))),
+        tuple(zip(method_names, counts)),
+    )
 
 
 class PlanReader:
