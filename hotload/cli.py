@@ -205,16 +205,18 @@ def diff_command(packages, target_text, as_json):
     """Show what would change in the image: classes and methods added, removed and changed,
     against the version of each package it has loaded (read from the server).
 
-    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly).
-    Exits 0 when it could compare, whether or not anything differs.
+    PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly on top of the loaded
+    version, as push packs them). Exits 0 whether or not anything differs, also when a package's loaded
+    version cannot be read (its line then ends in "diff unavailable").
     """
     from .diff import compare_with_target
     from .targets import parse_target
     from .transports import open_transport
 
-    load_plan = read_batch(packages)
+    batch = read_push_batch(packages)
     with open_transport(parse_target(target_text)) as transport:
-        report = compare_with_target(transport, [package_plan.package for package_plan in load_plan.packages])
+        packages = [package_plan.package for package_plan in batch.plan.packages]
+        report = compare_with_target(transport, packages, sources=batch.sources, author=batch.author)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -1,9 +1,10 @@
 """What would change in an image: the packages it has loaded against new versions of them.
 
 API for other commands (e.g. `push --dry-run`): one call, with an open Transport and the packages
-read as `McPackage` (e.g. `[p.package for p in load_plan.packages]`):
+read as `McPackage` (e.g. `[p.package for p in load_plan.packages]`), and for packages packed from
+folders their sources (`push.PushBatch.sources`), so they are packed on top of the loaded version:
 
-    >>> report = compare_with_target(transport, packages)
+    >>> report = compare_with_target(transport, packages, sources=batch.sources, author=batch.author)
     >>> report.to_json()["packages"][0]["status"]          # new | changed | unchanged | unavailable
     'changed'
     >>> for line in report.render():                       # rich Text lines: print with Console.print
@@ -338,14 +339,20 @@ class DiffReport:
         return "\n".join(line.plain for line in self.render())
 
 
-def compare_with_target(transport, packages: Sequence) -> DiffReport:
-    """Each package (an McPackage) against the version the image at transport has loaded."""
+def compare_with_target(transport, packages: Sequence, sources: Optional[dict] = None,
+                        author: Optional[str] = None) -> DiffReport:
+    """Each package (an McPackage) against the version the image at transport has loaded.
+
+    sources maps the name of a package packed from a folder to its sources.PackageSource (as
+    push.PushBatch.sources does): such a package is packed again on top of the loaded version, with
+    author (None: the folder's git author), so its new version is the one `push` would send.
+    """
     from .loaded import TargetPackages
 
     loaded = TargetPackages(transport)
     report = DiffReport(transport.description)
     for package in packages:
-        report.packages.append(loaded.diff(package))
+        report.packages.append(loaded.diff(package, (sources or {}).get(package.name), author))
     return report
 
 

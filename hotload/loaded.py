@@ -18,11 +18,12 @@ only a failing connection raises (TargetError, exit 5).
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional
 
 from . import protocol
-from .diff import PackageDiff
+from .diff import UNCHANGED, PackageDiff
 from .errors import HotloadError, TargetError
 from .limits import how_to_raise, limits
 from .mcz import McPackage, read_mcz
@@ -39,6 +40,7 @@ class KeptPackage:
     loaded: Optional[LoadedPackage]
     package: Optional[McPackage] = None
     problem: str = ""
+    data: bytes = field(default=b"", repr=False)  # the kept file's bytes, once trusted
 
 
 class TargetPackages:
@@ -117,11 +119,13 @@ class TargetPackages:
             return unavailable(f"{file} cannot be read ({getattr(error, 'problem', error)})")
         if package.name != name or package.version.name != line.version:
             return unavailable(f"{file} holds {package.version.name}, not {line.version}")
-        kept.package = package
+        kept.package, kept.data = package, data
         return kept
 
-    def diff(self, new_package) -> PackageDiff:
-        """new_package (an McPackage) against what the image has loaded of it."""
+    def diff(self, new_package, source=None, author: Optional[str] = None) -> PackageDiff:
+        """new_package (an McPackage) against what the image has loaded of it. With source (the
+        sources.PackageSource new_package was packed from), the folder is packed again on top of the
+        loaded version, as `push` packs it, so the new version is the one a push would send."""
         if self.record is None:
             return PackageDiff.unavailable(new_package, None, self.problem)
         kept = self.kept(new_package.name)
@@ -129,7 +133,30 @@ class TargetPackages:
             return PackageDiff.of(new_package)
         if kept.package is None:
             return PackageDiff.unavailable(new_package, kept.loaded.version, kept.problem)
+        if source is not None:
+            repacked = self._packed_on_kept(source, kept, author)
+            if repacked is not None:
+                result = PackageDiff.of(repacked, kept.package, kept.loaded.version)
+                if result.status == UNCHANGED:  # push sends nothing: the loaded version stays
+                    result.new_version = kept.loaded.version
+                return result
         return PackageDiff.of(new_package, kept.package, kept.loaded.version)
+
+    @staticmethod
+    def _packed_on_kept(source, kept: KeptPackage, author: Optional[str]) -> Optional[McPackage]:
+        """The source packed with the kept .mcz as its ancestor; None when that cannot be done."""
+        from .pack import Packer
+
+        with tempfile.TemporaryDirectory(prefix="hotload-diff-") as folder:
+            ancestor = Path(folder) / kept.loaded.file
+            ancestor.write_bytes(kept.data)
+            output = Path(folder) / "packed"
+            output.mkdir()
+            try:
+                packed = Packer(author=author).pack_source(source, output, ancestor_path=ancestor)
+                return read_mcz(packed.path)
+            except HotloadError:
+                return None  # e.g. the kept file is another package's: the folder as packed is compared
 
 
 def read_mcz_bytes(data: bytes, file_name: str) -> McPackage:

@@ -17,6 +17,7 @@ from hotload import protocol
 from hotload.diff import compare_with_target
 from hotload.loaded import TargetPackages
 from hotload.mcz import read_mcz
+from hotload.pack import Packer
 from hotload.protocol import render_record
 from hotload.transports import LocalTransport
 from test_tonel import class_file, tonel_method, write_package
@@ -116,6 +117,21 @@ def rewrite_record(staging: Path, data: bytes = None, size: int = None):
                 fields[5] = hashlib.sha256(data).hexdigest()
             lines[index] = "\t".join(fields)
     (staging / protocol.LOADED).write_text("\n".join(lines))
+
+
+def test_a_folder_is_packed_on_top_of_the_loaded_version_as_push_packs_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOTLOAD_AUTHOR", "jd")
+    folder = write_package(tmp_path / "src" / "Shop-Core", {"ShopItem.class.st": class_file(
+        "ShopItem", package="Shop-Core", methods=tonel_method("ShopItem >> price", "\t^ 1", "accessing"))})
+    [loaded] = Packer(author="jd").pack_folder(folder, tmp_path / "dist")
+    staging = stage(tmp_path / "staging", loaded.path)
+    result = run_in_process("diff", folder, "--to", staging)
+    assert result.stdout.strip() == "Shop-Core Shop-Core-jd.1: same as loaded (Shop-Core-jd.1)"
+    (folder / "ShopItem.class.st").write_text(class_file(
+        "ShopItem", package="Shop-Core", methods=tonel_method("ShopItem >> price", "\t^ 2", "accessing")))
+    [package] = diff_json(folder, "--to", staging)["packages"]
+    assert (package["loaded_version"], package["new_version"]) == ("Shop-Core-jd.1", "Shop-Core-jd.2")
+    assert [(m["selector"], m["change"]) for m in package["methods"]] == [("price", "changed")]
 
 
 def kept_file(staging: Path, path: Path) -> Path:
