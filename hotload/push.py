@@ -271,9 +271,9 @@ class Selector:
         if loaded.problem:
             if not self.allow_downgrade:
                 raise TargetError(
-                    f"cannot tell what {self.transport.description} runs: {loaded.problem}; the loader writes the "
-                    "record again at its next batch or start: remove the entry, or push with --allow-downgrade "
-                    "to send every package unchecked"
+                    f"cannot tell what {self.transport.description} runs ({loaded.problem}); remove "
+                    f"{protocol.LOADED} there (the loader writes it again after its next batch or start), or push "
+                    "with --allow-downgrade to send every package unchecked"
                 )
             note = f"every package is sent unchecked (--allow-downgrade): {loaded.problem}"
         elif loaded.missing:

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 from . import protocol
 from .errors import HotloadError, NoLoaderRunning, ProtocolError, WaitTimeout
 from .protocol import Conflict, Heartbeat, HistoryEntry, LoadedRecord, LockRecord, Status, VersionMismatch
-from .transports.base import FOLDER, Transport
+from .transports.base import FILE, FOLDER, Transport
 
 #: a loaded record names one package per line: 4 MiB is thousands of packages
 LOADED_LIMIT = 4 << 20
@@ -38,6 +38,9 @@ class LoadedState:
 def read_loaded(transport: Transport) -> LoadedState:
     """Read `loaded`; a missing one is `missing`, one that cannot be read (a link, a FIFO, garbage,
     another version) is a `problem` line; never raises for what the file holds."""
+    kind = transport.kind(protocol.LOADED)
+    if kind not in (None, FILE):
+        return LoadedState(None, problem=f"{protocol.LOADED} is a {kind}, not a file; hotload never follows or opens it")
     try:
         data = transport.read(protocol.LOADED, LOADED_LIMIT)
         if data is None:

@@ -69,6 +69,20 @@ def test_an_older_version_is_refused_then_allowed(staging, tmp_path):
     assert loaded_version(staging) == "Counter-Core-tester.1"
 
 
+def test_dry_run_says_what_would_be_refused_and_exits_2(staging, tmp_path):
+    first = counter(tmp_path / "dist", 1)
+    second = counter(tmp_path / "dist", 2)
+    assert push(second, "--to", staging, "--wait").returncode == 0
+    result = push(first, "--to", staging, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert "would refuse Counter-Core-tester.1: Counter-Core-tester.1 is older than the loaded Counter-Core-tester.2" \
+        in result.stdout
+    assert "nothing was uploaded or written" in result.stdout and loaded_version(staging) == "Counter-Core-tester.2"
+    report = json.loads(push(first, "--to", staging, "--dry-run", "--json").stdout)
+    assert report["result"] == "dry-run" and report["refused"] == ["Counter-Core-tester.1"]
+    assert report["diff"]["packages"][0]["status"] == "changed"
+
+
 def test_a_newer_version_goes_through(staging, tmp_path):
     first = counter(tmp_path / "dist", 1)
     assert push(first, "--to", staging, "--wait").returncode == 0

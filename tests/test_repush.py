@@ -234,13 +234,29 @@ def test_an_unusable_record_is_one_line_and_never_followed(tmp_path, packages, h
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 5 and len(lines) == 1, refused.stderr
     assert lines[0].startswith("hotload: cannot tell what") and "--allow-downgrade" in lines[0]
-    assert status.returncode == 0 and "problem: loaded:" in status.stdout, status.stdout
+    assert status.returncode == 0 and "problem: loaded" in status.stdout, status.stdout
     assert unchecked.returncode == 0, unchecked.stderr
     assert "every package is sent unchecked (--allow-downgrade)" in unchecked.stdout
     kind = os.lstat(staging / protocol.LOADED).st_mode
     assert (how == "fifo") == (kind & 0o170000 == 0o010000) and (how == "symlink") == os.path.islink(staging / protocol.LOADED)
     if how != "garbage":
         assert before[protocol.LOADED] == stop_loader_between(staging)[protocol.LOADED]
+
+
+def test_a_fifo_at_loaded_over_sftp_is_one_line_and_never_opened(ssh_home, tmp_path, packages):
+    staging = tmp_path / "staging"
+    loader = FakeLoader(staging, interval=0.05).start()
+    try:
+        push_json(*packages, "--to", staging, "--wait")
+        spoil(staging, "fifo", tmp_path / "outside")
+        refused = push(*packages, "--to", ssh_home.url(staging))
+        status = run_in_process("status", "--to", ssh_home.url(staging), "--json")
+    finally:
+        loader.stop()
+    assert refused.returncode == 5 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "loaded is a special file, not a file" in refused.stderr
+    assert status.returncode == 0 and json.loads(status.stdout)["loaded"] is None
+    assert "loaded is a special file, not a file; hotload never follows or opens it" in json.loads(status.stdout)["problems"]
 
 
 # -- over the loopback sshd: a re-push sends no package byte --------------------------------------
