@@ -13,6 +13,7 @@ import pytest
 
 from helpers import serving_counter
 from hotload import protocol
+from hotload.mcz import read_mcz
 from hotload.protocol import LoadedRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def _pattern(line: str):
 def test_the_steps_are_those_the_walkthrough_promises():
     steps = doc_steps(DOC.read_text())
     commands = " ".join(script for script, _ in steps)
-    for command in ("git commit", "hotload pack src", "hotload diff", "hotload push", "hotload status"):
+    for command in ("git commit", "hotload diff src", "hotload push src", "hotload status"):
         assert command in commands
     assert all(expected for _, expected in steps if "hotload diff" in _)
 
@@ -89,5 +90,8 @@ def test_the_walkthrough_runs_as_written(app, tmp_path):
     assert record.packages["Greeting"].version == "Greeting-JaneDoe.2"
     status = subprocess.run(["hotload", "status", "--to", str(app.staging)], env=env, capture_output=True, text=True)
     assert status.returncode == 0 and "Greeting-JaneDoe.2" in status.stdout  # status names what the image runs
-    kept = app.staging / protocol.PACKAGES / "Greeting-JaneDoe.2.mcz"
-    assert kept.read_bytes() == (Path(env["DOC_PWD"]) / "dist" / "Greeting-JaneDoe.2.mcz").read_bytes()
+    kept = read_mcz(app.staging / protocol.PACKAGES / "Greeting-JaneDoe.2.mcz")
+    assert [ancestor.name for ancestor in kept.version.ancestors] == ["Greeting-JaneDoe.1"]
+    again = subprocess.run(["hotload", "push", "src", "--to", str(app.staging), "--json"], cwd=env["DOC_PWD"],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and '"up-to-date"' in again.stdout, again.stdout + again.stderr  # as the doc says
