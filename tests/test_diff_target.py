@@ -12,6 +12,7 @@ import pytest
 
 from cli_runner import run_in_process
 from conftest import run_hotload
+from fake_loader import FakeLoader
 from helpers import class_def, example_versions, make_package, method
 from hotload import protocol
 from hotload.diff import compare_with_target
@@ -76,6 +77,23 @@ def test_the_example_app_v1_loaded_and_v2_given(tmp_path, versions):
         "field": "comment",
         "old": "hotload example: a Seaside counter (version 1). Registered at /seaside/counter.",
         "new": "hotload example: a Seaside counter (version 2). Registered at /seaside/counter."}]}]
+
+
+def test_against_what_the_fake_loader_kept_after_a_push(tmp_path, versions):
+    v1, v2 = versions
+    staging = tmp_path / "staging"
+    loader = FakeLoader(staging).start()
+    try:
+        pushed = run_in_process("push", v1, "--to", staging, "--wait")
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    finally:
+        loader.stop()
+    assert loader.errors == []
+    [package] = diff_json(v2, "--to", staging)["packages"]
+    assert (package["status"], package["loaded_version"]) == ("changed", "Counter-App-demo.1")
+    assert {(m["selector"], m["change"]) for m in package["methods"]} == \
+        {("legacyBanner", "removed"), ("reset", "added"), ("renderContentOn:", "changed")}
+    assert diff_json(v1, "--to", staging)["packages"][0]["status"] == "unchanged"
 
 
 def test_the_loaded_version_itself_is_the_same_and_a_package_not_loaded_is_all_added(tmp_path, versions):
