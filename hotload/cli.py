@@ -260,7 +260,7 @@ def pack(sources, output, name, author, message, ancestor):
 
 def _push_one(batch, target_text, options, as_json):
     """Push `batch` to one target: (report for --json, exit code)."""
-    from .push import DowngradeRefused, Pusher, Selector
+    from .push import Pusher, Selector
     from .status import BatchWaiter, check_protocol, require_loader
     from .targets import parse_target
     from .transports import open_transport

@@ -36,7 +36,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from . import protocol
 from .chunks import ChunkError
@@ -296,7 +296,7 @@ class Selector:
         entry = batch.entries[str(package.path)]
         loaded = record.packages.get(package.name) if record else None
         if loaded is None:
-            why = "not loaded there" if record else "sent unchecked"
+            why = "not loaded there" if record else "no loaded record to check it against"
             return Decision(package.name, package.version.name, SEND, why, None, package.path, package)
         if package.name in batch.sources:
             return self._decide_folder(package, batch, loaded)

@@ -5,8 +5,8 @@ everything, each target is decided alone, and `--dry-run` writes nothing (docs/p
 
 import json
 import os
+import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from cli_runner import run_in_process
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method, shop_packages
 from hotload import protocol
-from hotload.protocol import HistoryEntry, LoadedRecord, Manifest
+from hotload.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
 
 
@@ -159,7 +159,8 @@ def test_dry_run_shows_what_would_be_skipped_and_sent_with_the_diff_and_writes_n
     assert human.returncode == 0 and result.returncode == 0
     assert "would skip 1 package(s) already loaded: Shop-Core-tester.1" in human.stdout
     assert "would send Shop-Web-tester.2 (Shop-Web-tester.2 descends from the loaded Shop-Web-tester.1)" in human.stdout
-    assert "-\t^ 'Shop'" in human.stdout.replace("    ", "\t") or "- \t^ 'Shop'" in human.stdout or "^ 'Shop'" in human.stdout
+    assert "Shop-Web-tester.1 (loaded) -> Shop-Web-tester.2: 1 method changed" in human.stdout
+    assert re.search(r"^\s+-\s+\^ 'Shop'$", human.stdout, re.M) and re.search(r"^\s+\+\s+\^ 'Shop 2'$", human.stdout, re.M)
     assert "nothing was uploaded or written" in human.stdout
     assert report["result"] == "dry-run" and report["skipped"] == ["Shop-Core-tester.1"]
     [diffed] = report["diff"]["packages"]
