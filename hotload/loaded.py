@@ -12,7 +12,7 @@
 A kept file is trusted only when it is a regular file whose size and SHA-256 are those of the
 record, and it reads as the package and version the record names. Anything else (no record, an
 older loader, a missing, replaced, linked or damaged file) is a one-line `problem`, never an error:
-only a failing connection raises (TargetError, exit 5).
+only a failing connection or a file at the staging directory's path raises (TargetError, exit 5).
 """
 
 import hashlib
@@ -30,6 +30,7 @@ from .mcz import McPackage, read_mcz
 from .protocol import LoadedPackage, LoadedRecord
 from .status import read_loaded
 from .transports.base import FILE, FOLDER, Transport
+
 
 @dataclass
 class KeptPackage:
