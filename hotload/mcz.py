@@ -335,6 +335,7 @@ def _version_name(text: str) -> str:
 _END_RECORD = struct.Struct("<4s4H2LH")
 _CENTRAL_ENTRY = struct.Struct("<4s6H3L5H2L")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_NEWEST_ZIP_VERSION = 63  # what zipfile extracts (6.3)
 _FLAGS_READ_PLAINLY = 0x8 | 0x800  # a data descriptor, UTF-8 names; anything else (encryption, patches) is not plain
 
 
@@ -356,11 +357,17 @@ def _plain_members(data: bytes, max_member_bytes: int) -> Optional[Dict[str, byt
     for _ in range(entries):
         if position + _CENTRAL_ENTRY.size > end:
             return None
-        (signature, _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length, comment_length,
+        (signature, _, needed, flags, method, _, _, crc, compressed, size, name_length, extra_length, comment_length,
          _, _, _, offset) = _CENTRAL_ENTRY.unpack_from(data, position)
         name = data[position + 46 : position + 46 + name_length]
         position += 46 + name_length + extra_length + comment_length
-        if signature != b"PK\x01\x02" or extra_length or flags & ~_FLAGS_READ_PLAINLY or not name.isascii():
+        if (
+            signature != b"PK\x01\x02"
+            or needed & 0xFF > _NEWEST_ZIP_VERSION
+            or extra_length
+            or flags & ~_FLAGS_READ_PLAINLY
+            or not name.isascii()
+        ):
             return None
         text = name.decode("ascii")
         if text in found:

@@ -6,7 +6,9 @@ By default each reader gets 200 examples (HOTLOAD_FUZZ_EXAMPLES sets the count).
 """
 
 import functools
+import hashlib
 import io
+import json
 import os
 import tempfile
 import zipfile
@@ -19,9 +21,10 @@ from hypothesis import strategies as st
 from conftest import CORPUS
 from helpers import class_def, make_package, method
 from hotload import sexpr
-from hotload.chunks import ChunkError, Snapshot, _read_chunks, read_source
-from hotload.errors import HotloadError
-from hotload.mcz import parse_version_info, read_mcz
+from hotload.chunks import ChunkError, Snapshot, _read_chunks, read_source, source_plan_facts
+from hotload.errors import HotloadError, PackageError
+from hotload.mcz import PlanFacts, parse_version_info, read_mcz, read_planned
+from hotload.plan_cache import PlanReader
 
 settings.register_profile(
     "hotload-fuzz",
@@ -248,6 +251,32 @@ def test_fuzz_read_source(recipe):
     assert method_fields(snapshot) == method_fields(plain)
 
 
+def outcome(call):
+    """("ok", result) or ("error", type name, message) for hotload's own errors."""
+    try:
+        return ("ok", call())
+    except OWN_ERRORS as error:
+        return ("error", type(error).__name__, str(error))
+
+
+@fuzz_settings
+@given(st.binary(min_size=1, max_size=120))
+def test_fuzz_source_plan_facts(recipe):
+    """What planning reads of a source is what read_source reads, and it fails with the same error."""
+    text = chunk_text(recipe)
+    whole = outcome(lambda: read_source(text))
+    planned = outcome(lambda: source_plan_facts(text))
+    event(f"plan facts: {planned[0]}")
+    if whole[0] == "error":
+        assert planned == whole
+        return
+    snapshot = whole[1]
+    classes = tuple(
+        (name, each.superclass, tuple(each.traits) + tuple(each.class_traits)) for name, each in snapshot.classes.items()
+    )
+    assert planned == ("ok", (classes, snapshot.method_class_counts()))
+
+
 # -- .mcz files -----------------------------------------------------------------------------------
 
 
@@ -351,6 +380,81 @@ def test_fuzz_read_mcz(scratch, recipe):
         touch(package.snapshot)
         package.extended_classes()
         list(package.version.ancestry())
+
+
+def lazily_read(problem: str) -> bool:
+    """A version or dependency member that does not parse: planning reads only its name (see mcz.plan_facts_of)."""
+    return "unparsable 'version'" in problem or "unparsable 'dependencies/" in problem
+
+
+@fuzz_settings
+@given(st.binary(min_size=6, max_size=22))
+def test_fuzz_read_planned(scratch, recipe):
+    """read_planned reads what read_mcz reads, and fails with its error (but for the histories it does not read)."""
+    index = recipe[0] % len(seeds())
+    if recipe[0] & 0x80:
+        scratch.write_bytes(with_member_edited(index, recipe[1:]))
+    else:
+        scratch.write_bytes(mutated(seeds()[index], recipe[1:]))
+    whole = outcome(lambda: read_mcz(scratch))
+    planned = outcome(lambda: read_planned(scratch))
+    event(f"planned: {planned[0]}, whole: {whole[0]}")
+    if whole[0] == "ok":
+        assert planned[0] == "ok" and planned[1].facts == whole[1].facts
+    elif planned[0] == "ok":
+        assert lazily_read(whole[2]), whole
+        event("planned: history not read")
+    else:
+        assert planned == whole
+
+
+@functools.lru_cache(maxsize=None)
+def cache_seed(folder: str) -> bytes:
+    """A cache file written for the seed packages (kept in folder)."""
+    paths = seed_paths(folder)
+    reader = PlanReader(path=Path(folder) / "seed-cache.json", workers=1)
+    reader.read_all(paths)
+    reader.save()
+    return (Path(folder) / "seed-cache.json").read_bytes()
+
+
+@functools.lru_cache(maxsize=None)
+def seed_paths(folder: str):
+    paths = []
+    for number, data in enumerate(seeds()):
+        path = Path(folder) / f"Seed-x.{number}.mcz"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+@fuzz_settings
+@given(st.binary(min_size=5, max_size=40))
+def test_fuzz_plan_cache_reader(tmp_path_factory, recipe):
+    """Any cache file: the reader never fails, and a cache that is not intact changes nothing."""
+    folder = str(tmp_path_factory.getbasetemp() / "fuzz-cache")
+    os.makedirs(folder, exist_ok=True)
+    truth = [read_mcz(path).facts for path in seed_paths(folder)]
+    data = mutated(cache_seed(folder), recipe[1:])
+    if recipe[0] & 1:  # a damaged body with a checksum that fits: entries are checked one by one
+        header, _, body = data.partition(b"\n")
+        try:
+            fields = json.loads(header)
+            fields["sha256"] = hashlib.sha256(body).hexdigest()
+            data = json.dumps(fields).encode() + b"\n" + body
+            event("cache: checksum fixed")
+        except (ValueError, TypeError):
+            event("cache: header unreadable")
+    target = Path(folder) / "fuzzed-cache.json"
+    target.write_bytes(data)
+    reader = PlanReader(path=target, workers=1)
+    found, problems = reader.read_all(seed_paths(folder))
+    assert not problems and len(found) == len(truth)
+    assert all(isinstance(package.facts, PlanFacts) for package in found)
+    if not recipe[0] & 1:
+        assert [package.facts for package in found] == truth
+    event(f"cache: {reader.hits} hits")
+    reader.save()
 
 
 def test_seeds_read_unmutated(scratch):
