@@ -340,10 +340,8 @@ class Selector:
         if kept is None:  # the ancestry cannot continue: judge the version packed without it
             return self._decide_mcz(package, batch.entries[str(package.path)].sha256, loaded, problem)
         output = Path(tempfile.mkdtemp(prefix="packed-", dir=self._scratch()))
-        try:
-            packed = Packer(author=batch.author).pack_source(batch.sources[package.name], output, ancestor_path=kept.path)
-        except InputError as error:  # the kept file is another package's
-            return self._decide_mcz(package, batch.entries[str(package.path)].sha256, loaded, str(error))
+        # the kept file was checked to be this package's loaded version: it becomes the ancestor
+        packed = Packer(author=batch.author).pack_source(batch.sources[package.name], output, ancestor_path=kept.path)
         repacked = read_mcz(packed.path)
         if source_member(packed.path) != source_member(kept.path):
             return self._decision(repacked, SEND, f"{repacked.version.name} descends from the loaded {loaded.version}", loaded)
