@@ -203,6 +203,31 @@ def test_a_folder_continues_the_loaded_ancestry_and_is_skipped_when_unchanged(st
     assert forced["packages"] == ["Shop-Core-jd.3"]
 
 
+def test_a_filetree_folder_continues_from_its_stored_version_then_from_the_loaded_one(staging, tmp_path, monkeypatch):
+    from hotload.mcz import VersionInfo
+    from hotload.pack import version_sexpr
+    from test_filetree import write_class
+
+    monkeypatch.setenv("HOTLOAD_AUTHOR", "jd")
+    package = tmp_path / "repository" / "Shop-Core.package"
+    (package / "monticello.meta").mkdir(parents=True)
+    (package / "monticello.meta" / "package").write_text("(name 'Shop-Core')")
+    write_class(package, "Cart", {"super": "Object", "category": "Shop-Core", "type": "normal"},
+                methods=[("instance", "total.st", "accessing\ntotal\n\t^ 0")])
+    stored = VersionInfo(name="Shop-Core-pmm.3", id="id-3", ancestors=(VersionInfo(name="Shop-Core-pmm.2", id="id-2"),))
+    (package / "monticello.meta" / "version").write_text(version_sexpr(stored))
+    first, _ = push_json(package, "--to", staging, "--wait")
+    assert first["packages"] == ["Shop-Core-jd.4"]  # not loaded: the stored version is the ancestor
+    again, _ = push_json(package, "--to", staging, "--wait")
+    assert again["result"] == "up-to-date" and again["skipped"] == ["Shop-Core-jd.4"]
+    cart = package / "Cart.class" / "instance"
+    cart.mkdir(exist_ok=True)
+    (cart / "discount.st").write_text("pricing\ndiscount\n\t^ 0")
+    changed, result = push_json(package, "--to", staging, "--wait")
+    assert result.returncode == 0 and changed["packages"] == ["Shop-Core-jd.5"], changed
+    assert changed["decisions"][0]["why"] == "Shop-Core-jd.5 descends from the loaded Shop-Core-jd.4"
+
+
 # -- a record the client cannot use -------------------------------------------------------------
 
 
