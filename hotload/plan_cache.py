@@ -18,12 +18,10 @@ Large batches of packages not in the cache are read by worker processes (forked,
 processor, at most 4) when the machine has more than one processor.
 """
 
-import datetime
 import hashlib
 import json
 import os
-import pickle
-import tempfile
+import time
 from itertools import chain
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -109,10 +107,10 @@ def facts_from_json(value) -> Optional[PlanFacts]:
 class PlanReader:
     """Reads packages for a plan (mcz.read_planned's checks and errors), through the cache."""
 
-    def __init__(self, path: Optional[Path] = None, workers: Optional[int] = None):
-        self.path = cache_file() if path is None else path
+    def __init__(self, path: Optional[Path] = None, workers: Optional[int] = None, use_cache: bool = True):
+        self.path = None if not use_cache else cache_file() if path is None else path
         self.limit = limits()
-        self.today = datetime.date.today().toordinal()
+        self.today = int(time.time() // 86400)  # days since 1970
         self.entries: Dict[str, list] = {}  # "size:sha256" -> [day last used, facts as JSON]
         self.changed = False
         self.hits = self.misses = 0
@@ -195,6 +193,8 @@ class PlanReader:
         try:
             body = json.dumps(entries, separators=(",", ":")).encode("utf-8")
             header = json.dumps(self._header(hashlib.sha256(body).hexdigest())).encode("utf-8")
+            import tempfile
+
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(prefix=".plan-facts-", suffix=".tmp", dir=self.path.parent)
             with open(descriptor, "wb") as handle:
@@ -254,6 +254,8 @@ def _worker_count() -> int:
 def _read_in_workers(jobs, workers: int, max_member_bytes: int) -> List[Optional[PlanFacts]]:
     """Facts of every job, None where reading failed; this process reads one share and forked children
     the others, each answering through a pipe. A child that fails leaves its share to this process."""
+    import pickle
+
     shares = [list(range(start, len(jobs), workers)) for start in range(workers)]
     children = []  # (pid, read end, share)
     results: List[Optional[PlanFacts]] = [None] * len(jobs)
