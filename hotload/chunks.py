@@ -311,7 +311,7 @@ _METHODS_FOR = re.compile(
 )
 
 
-# One unit of Monticello's own layout: a `methodsFor:` header as _METHODS_FOR reads it (class
+# One unit of Monticello's own layout: a `methodsFor:` header without `!` as _METHODS_FOR reads it (class
 # name, side, protocol, stamp), one non-blank method without `!`, the blank chunk that ends
 # the group, and the white space of the blank chunk before the next `!`. read_source splits
 # the raw text at these units and reads only the text between them chunk by chunk. A unit is
@@ -319,7 +319,7 @@ _METHODS_FOR = re.compile(
 # checks that (see _read_split) and otherwise reads the whole text chunk by chunk.
 _UNIT_PATTERN = r"""!
     \s*(?P<class>[A-Za-z_][A-Za-z0-9_.]*)(?:\s+(?P<side>class|classSide|classTrait))?\s+methodsFor:\s*
-    '(?P<protocol>[^']*(?:''[^']*)*)'(?:\s+stamp:\s*'(?P<stamp>[^']*(?:''[^']*)*)')?\s*!
+    '(?P<protocol>[^'!]*(?:''[^'!]*)*)'(?:\s+stamp:\s*'(?P<stamp>[^'!]*(?:''[^'!]*)*)')?\s*!
     (?P<source>\s*[^\s!][^!]*)!
     \s+!(?!!)(?:\s+(?=!(?!!)))?"""
 _UNIT_WITH_GROUPS = re.compile(_UNIT_PATTERN, re.X)
@@ -421,15 +421,14 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
 def _read_split(text: str, parts: List[str], read_doit=None) -> Optional[Snapshot]:
     """The snapshot, when the units found by splitting are those the chunk reader reads.
 
-    They are when every unit holds exactly four `!` (none inside its header) and each text
-    between two units reads chunk by chunk to its very end, leaving the reader expecting a
-    new chunk after a single `!` followed by white space. Answers None otherwise, and for
-    any error, which the chunk-by-chunk reading then raises (or not) itself.
+    They are when each text between two units reads chunk by chunk to its very end, leaving
+    the reader expecting a new chunk after a single `!` followed by white space (every unit
+    holds exactly four `!`, none inside its header: _UNIT_PATTERN allows no other). Answers
+    None otherwise, and for any error, which the chunk-by-chunk reading then raises (or not)
+    itself.
     """
     gaps = parts[0::2]
     names = parts[1::2]
-    if text.count("!") != 4 * len(names) + "".join(gaps).count("!"):
-        return None
     snapshot = Snapshot()
     last = len(gaps) - 1
     gap_methods = {}
