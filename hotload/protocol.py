@@ -415,6 +415,7 @@ class LoadedRecord:
 
     image: str
     packages: Dict[str, LoadedPackage] = field(default_factory=dict)
+    loader_id: str = ""  # the heartbeat id of the loader that wrote it: another id means a record of an earlier start
 
     @classmethod
     def parse(cls, text: str) -> "LoadedRecord":
@@ -422,6 +423,8 @@ class LoadedRecord:
         for row in parse_record(text, LOADED):
             if row[0] == "image" and len(row) > 1:
                 record.image = row[1]
+            elif row[0] == "id" and len(row) > 1:
+                record.loader_id = row[1]
             elif row[0] == "package":
                 package = cls._package(row)
                 record.packages[package.package] = package
@@ -443,7 +446,8 @@ class LoadedRecord:
         return LoadedPackage(package, version, file, int(size), sha256, batch, _number(seconds))
 
     def to_json(self) -> dict:
-        return {"image": self.image, "packages": [self.packages[name].to_json() for name in sorted(self.packages)]}
+        return {"image": self.image, "loader_id": self.loader_id,
+                "packages": [self.packages[name].to_json() for name in sorted(self.packages)]}
 
 
 HISTORY_RESULTS = ("ok", "failed", "saved", "rejected")

@@ -262,11 +262,11 @@ class Selector:
         self._folder: Optional[Path] = None
 
     def select(self, batch: PushBatch) -> Selection:
-        from .status import OLDER_LOADER, read_loaded
+        from .status import OLDER_LOADER, read_current_loaded
 
         self.on_step("read loaded")
         self.transport.check_directory()  # a file at the staging path: that is the error to report
-        loaded = read_loaded(self.transport)
+        loaded = read_current_loaded(self.transport)
         note = ""
         if loaded.problem:
             if not self.allow_downgrade:

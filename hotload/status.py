@@ -35,6 +35,31 @@ class LoadedState:
     problem: str = ""
 
 
+def read_current_loaded(transport: Transport, wait: float = 12.0, pause: float = 0.25) -> LoadedState:
+    """read_loaded, but a record written by an earlier start of the image (its id is not the heartbeat's) is
+    waited for, up to `wait` seconds: a loader writes its record at its first poll, before its first
+    heartbeat. Still not current then: a `problem`."""
+    deadline = time.monotonic() + wait
+    while True:
+        loaded = read_loaded(transport)
+        beating = _heartbeat_id(transport)
+        if loaded.record is None or not loaded.record.loader_id or not beating or loaded.record.loader_id == beating:
+            return loaded
+        if time.monotonic() >= deadline:
+            return LoadedState(None, problem=(
+                f"{protocol.LOADED} was written by loader {loaded.record.loader_id}, an earlier start of the image "
+                f"(the heartbeat's loader is {beating}), and was not written again in {wait:.0f} s"))
+        time.sleep(pause)
+
+
+def _heartbeat_id(transport: Transport) -> str:
+    try:
+        data = transport.read(protocol.HEARTBEAT, 1 << 16) if transport.kind(protocol.HEARTBEAT) == FILE else None
+        return Heartbeat.parse(data.decode("utf-8", "replace")).id if data else ""
+    except (HotloadError, ValueError):
+        return ""
+
+
 def read_loaded(transport: Transport) -> LoadedState:
     """Read `loaded`; a missing one is `missing`, one that cannot be read (a link, a FIFO, garbage,
     another version) is a `problem` line; never raises for what the file holds."""

@@ -92,7 +92,7 @@ def _broken_batch(folder: Path, failure: str):
 def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failure):
     good, broken = _broken_batch(tmp_path, failure)
     image_before = sha256(app.image)
-    result = run_hotload("push", good, broken, "--to", app.staging, "--wait", "--json")
+    result = run_hotload("push", good, broken, "--to", app.staging, "--allow-downgrade", "--wait", "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "failed"
@@ -106,9 +106,10 @@ def test_failing_batch_saves_nothing_and_app_keeps_serving(app, tmp_path, failur
     assert not (app.staging / protocol.TRIGGER).exists()
     status, page, _ = app.get(app.url)
     assert status == 200 and "<h1>Counter v" in page
-    # The first package's changes were undone in memory, and a following good push succeeds.
+    # The first package's changes were undone in memory, and a following good push succeeds. The test's
+    # packages of Counter-Extras come from different authors, unrelated versions: --allow-downgrade.
     fixed = make_package(tmp_path / "fixed", "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras"), author="fixer")
-    result = run_hotload("push", fixed, "--to", app.staging, "--wait", check=True)
+    result = run_hotload("push", fixed, "--to", app.staging, "--allow-downgrade", "--wait", check=True)
     assert "ok" in result.stdout
 
 
@@ -118,7 +119,7 @@ def test_a_failed_save_is_reported_not_hidden(app, tmp_path):
     image_before = sha256(app.image)
     try:
         package = make_package(tmp_path, "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras") + method("HLCounterExtras", "unsaved\n\t^ 3"), author="saver")
-        result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
+        result = run_hotload("push", package, "--to", app.staging, "--allow-downgrade", "--wait", "--json")
     finally:
         blocker.rmdir()
     report = json.loads(result.stdout)
@@ -148,7 +149,7 @@ def test_saved_image_serves_v2_after_a_fresh_start_and_loader_resumes(app, tmp_p
     app.wait_until(lambda: heartbeat.stat().st_mtime > heartbeat_before + 0.5, "the loader's heartbeat after the restart")
     assert heartbeat.stat().st_mtime - started <= INTERVAL_MS / 1000 + 0.5  # polling again within one interval
     again = make_package(tmp_path, "Counter-Extras", class_def("HLCounterExtras", category="Counter-Extras") + method("HLCounterExtras", "again\n\t^ 2"), author="later")
-    result = run_hotload("push", again, "--to", app.staging, "--wait", check=True)
+    result = run_hotload("push", again, "--to", app.staging, "--allow-downgrade", "--wait", check=True)
     assert "ok" in result.stdout
 
 
@@ -173,7 +174,7 @@ def test_a_dotted_namespace_superclass_loads_as_a_class_definition(app, tmp_path
         "HLDotted", "greeting\n\t^ 'dotted'"
     )
     package = make_package(tmp_path, "Counter-Dotted", source, author="dots")
-    result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
+    result = run_hotload("push", package, "--to", app.staging, "--allow-downgrade", "--wait", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["result"] == "ok"  # as a doit, the method would fail: no class HLDotted
 

@@ -106,8 +106,8 @@ def assert_serves_v1(app, session):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_failed_batch_leaves_the_app_as_it_was(app, session, tmp_path, variant):
     source, expected = VARIANTS[variant]
-    package = make_package(tmp_path, "Counter-App", source, author="broken")
-    result = run_hotload("push", package, "--to", app.staging, "--wait", "--json")
+    package = make_package(tmp_path, "Counter-App", source, author="broken")  # no ancestry to the loaded version
+    result = run_hotload("push", package, "--to", app.staging, "--wait", "--json", "--allow-downgrade")
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "failed" and expected in report["error"], report

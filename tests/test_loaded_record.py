@@ -90,3 +90,29 @@ def test_fuzz_any_row_in_a_valid_frame_is_read_or_refused(values):
 def test_fuzz_any_history_line_is_an_entry_or_none(line):
     entry = HistoryEntry.parse(line)
     assert entry is None or entry.result in ("ok", "failed", "saved", "rejected")
+
+
+def _heartbeat(loader_id: str) -> str:
+    return render_record("heartbeat", [("time", "1795379820", "2026-11-22T20:37:00Z"), ("id", loader_id)])
+
+
+def test_a_record_of_an_earlier_start_is_waited_for_then_refused(tmp_path):
+    """A loader writes its record before its first heartbeat; a record with another id is an earlier start's."""
+    import threading
+
+    from hotload.status import read_current_loaded
+    from hotload.transports.local import LocalTransport
+
+    (tmp_path / "heartbeat").write_text(_heartbeat("aaaaaaaaaaaa"))
+    (tmp_path / "loaded").write_text(render_record("loaded", [("image", "/i.im"), ("id", "bbbbbbbbbbbb"), ROW]))
+    with LocalTransport(tmp_path) as transport:
+        stale = read_current_loaded(transport, wait=0.3, pause=0.05)
+        assert stale.record is None and "earlier start" in stale.problem and "bbbbbbbbbbbb" in stale.problem
+        rewrite = threading.Timer(0.2, lambda: (tmp_path / "loaded").write_text(
+            render_record("loaded", [("image", "/i.im"), ("id", "aaaaaaaaaaaa")])))
+        rewrite.start()
+        current = read_current_loaded(transport, wait=5, pause=0.05)
+        rewrite.join()
+        assert current.record is not None and current.record.packages == {}  # the current start's record
+        (tmp_path / "loaded").write_text(render_record("loaded", [("image", "/i.im"), ROW]))  # a loader without ids
+        assert "Grease-Core" in read_current_loaded(transport, wait=0).record.packages

@@ -205,7 +205,8 @@ def assert_serving_v1(app):
 
 
 def push_v1(app, versions):
-    result = run_hotload("push", versions[0], "--to", app.staging, "--wait", "--json")
+    """A real batch (--force: v1 is loaded already), to show the loader still loads."""
+    result = run_hotload("push", versions[0], "--to", app.staging, "--wait", "--json", "--force")
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"result": "ok"' in result.stdout
 

@@ -405,7 +405,7 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
     (app.folder / "stop-at").write_text(step)
     app.start(script=stop_hook(app.folder))
     try:
-        pushed = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--json", check=True)
+        pushed = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--json", "--allow-downgrade", check=True)
         batch = json.loads(pushed.stdout)["batch"]
         if step == "writing":
             snapshot = app.image.with_name(app.image.name + ".hotload-new")
@@ -440,7 +440,8 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
     assert batch in history(app)
     assert not list(app.folder.glob("*.hotload-new")) and not list(app.folder.glob("*.hotload-bak"))
     if step == "backup":  # the new image never replaced the old one: pushing again loads it
-        again = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--wait", "--timeout", WAIT, timeout=200)
+        again = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--wait", "--timeout", WAIT, "--allow-downgrade",
+                            timeout=200)
         assert again.returncode == 0, again.stdout + again.stderr + app.tail()
     app.stop()
     if step in ("snapshot", "renamed"):
