@@ -253,16 +253,28 @@ def _worker_count() -> int:
 
 def _read_in_workers(jobs, workers: int, max_member_bytes: int) -> List[Optional[PlanFacts]]:
     """Facts of every job, None where reading failed; this process reads one share and forked children
-    the others, each answering through a pipe. A child that fails leaves its share to this process."""
+    the others, each answering through a pipe. A share no child could be started for, or whose child
+    failed, is read by this process."""
     import pickle
 
     shares = [list(range(start, len(jobs), workers)) for start in range(workers)]
-    children = []  # (pid, read end, share)
+    children = []  # [pid, read end, share]
     results: List[Optional[PlanFacts]] = [None] * len(jobs)
+    own = list(shares[0])
     try:
         for share in shares[1:]:
-            read_end, write_end = os.pipe()
-            pid = os.fork()
+            try:
+                read_end, write_end = os.pipe()
+            except OSError:
+                own.extend(share)
+                continue
+            try:
+                pid = os.fork()
+            except OSError:  # no more processes: this one reads the share
+                os.close(read_end)
+                os.close(write_end)
+                own.extend(share)
+                continue
             if pid == 0:  # the child: read its share, send the facts, leave without any clean-up of the parent's
                 status = 1
                 try:
@@ -274,13 +286,22 @@ def _read_in_workers(jobs, workers: int, max_member_bytes: int) -> List[Optional
                 finally:
                     os._exit(status)
             os.close(write_end)
-            children.append((pid, read_end, share))
-        for i in shares[0]:
+            children.append([pid, read_end, share])
+        for i in own:
             results[i] = _facts_or_none(*jobs[i], max_member_bytes)
-        for pid, read_end, share in children:
-            with open(read_end, "rb") as pipe:
-                answer = pipe.read()
-            _, status = os.waitpid(pid, 0)
+        while children:
+            pid, read_end, share = children[0]
+            try:
+                with open(read_end, "rb") as pipe:
+                    answer = pipe.read()
+            except OSError:
+                answer = b""
+            children[0][1] = None  # closed
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = -1
+            children.pop(0)
             facts = None
             if status == 0:
                 try:
@@ -293,7 +314,6 @@ def _read_in_workers(jobs, workers: int, max_member_bytes: int) -> List[Optional
             else:
                 for i in share:
                     results[i] = _facts_or_none(*jobs[i], max_member_bytes)
-            children = [child for child in children if child[0] != pid]
     finally:
         for pid, read_end, _ in children:  # interrupted: the children go too
             try:
@@ -301,8 +321,9 @@ def _read_in_workers(jobs, workers: int, max_member_bytes: int) -> List[Optional
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-            try:
-                os.close(read_end)
-            except OSError:
-                pass
+            if read_end is not None:
+                try:
+                    os.close(read_end)
+                except OSError:
+                    pass
     return results

@@ -336,3 +336,25 @@ def test_cache_parser_rejects_what_it_did_not_write():
     header = {"format": plan_cache.FORMAT, "max_member_bytes": 1, "sha256": ""}
     for data in [b"", b"\n", b"{}\n{}", b"[]\n[]", b"\xff\xfe\n\x00", b"{" * 100000 + b"\n"]:
         assert parse_cache(data, header) == {}
+
+
+def test_workers_that_cannot_start_or_fail_leave_their_share_to_this_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOTLOAD_NO_CACHE", "1")
+    paths = planning.write_packages(tmp_path / "many", plan_cache.PARALLEL_MIN, seed=5)
+    expected = [p.facts for p in PlanReader(workers=1).read_all(paths)[0]]
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fork", no_fork)
+        assert [p.facts for p in PlanReader(workers=3).read_all(paths)[0]] == expected
+
+    import pickle
+
+    def failing_dumps(*args, **kwargs):
+        raise RuntimeError("a worker that breaks")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pickle, "dumps", failing_dumps)  # the children fail; this process reads their shares
+        assert [p.facts for p in PlanReader(workers=2).read_all(paths)[0]] == expected
