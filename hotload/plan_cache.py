@@ -15,12 +15,13 @@ a cache that cannot be read, is damaged (its checksum does not match) or was wri
 format or under other limits is ignored, and one that cannot be written is not written.
 
 Large batches of packages not in the cache are read by worker processes (forked, one per
-processor, at most 4) when the machine has more than one processor.
+processor, at most 4) when the machine has more than one processor and the process has one thread.
 """
 
 import hashlib
 import json
 import os
+import sys
 import time
 from itertools import chain
 from pathlib import Path
@@ -177,7 +178,7 @@ class PlanReader:
 
     def _facts_of(self, missing) -> List[Optional[PlanFacts]]:
         jobs = [(path, data) for _, path, data, _ in missing]
-        if self.workers > 1 and len(jobs) >= PARALLEL_MIN:
+        if self.workers > 1 and len(jobs) >= PARALLEL_MIN and _may_fork():
             return _read_in_workers(jobs, self.workers, self.limit.max_member_bytes)
         return [_facts_or_none(path, data, self.limit.max_member_bytes) for path, data in jobs]
 
@@ -239,6 +240,12 @@ def _facts_or_none(path: Path, data: bytes, max_member_bytes: int) -> Optional[P
         return plan_facts_of(path, data, max_member_bytes)
     except PackageError:
         return None
+
+
+def _may_fork() -> bool:
+    """Only a process with one thread forks: a child of a threaded one may inherit a lock another thread held."""
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
 
 
 def _worker_count() -> int:

@@ -320,7 +320,28 @@ def test_the_plan_is_the_same_cold_and_warm(packages, tmp_path, corpus):
 # -- worker processes --------------------------------------------------------------------------------
 
 
-def test_workers_read_what_one_process_reads(tmp_path, monkeypatch):
+@pytest.fixture
+def forking(monkeypatch):
+    """Workers even in this test process, which may have threads (the children only read and pickle)."""
+    monkeypatch.setattr(plan_cache, "_may_fork", lambda: True)
+
+
+def test_a_threaded_process_reads_alone(monkeypatch):
+    import threading
+
+    started = threading.Event()
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: (started.set(), stop.wait(10)))
+    thread.start()
+    try:
+        started.wait(10)
+        assert not plan_cache._may_fork()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_workers_read_what_one_process_reads(tmp_path, monkeypatch, forking):
     monkeypatch.setenv("HOTLOAD_NO_CACHE", "1")
     paths = planning.write_packages(tmp_path / "many", plan_cache.PARALLEL_MIN + 6, seed=3)
     broken = tmp_path / "many" / "Broken-x.1.mcz"
@@ -338,7 +359,7 @@ def test_cache_parser_rejects_what_it_did_not_write():
         assert parse_cache(data, header) == {}
 
 
-def test_workers_that_cannot_start_or_fail_leave_their_share_to_this_process(tmp_path, monkeypatch):
+def test_workers_that_cannot_start_or_fail_leave_their_share_to_this_process(tmp_path, monkeypatch, forking):
     monkeypatch.setenv("HOTLOAD_NO_CACHE", "1")
     paths = planning.write_packages(tmp_path / "many", plan_cache.PARALLEL_MIN, seed=5)
     expected = [p.facts for p in PlanReader(workers=1).read_all(paths)[0]]
