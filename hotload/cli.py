@@ -334,7 +334,7 @@ def _push_one(batch, target_text, options, as_json):
             sys.exit(130)
         report.update(
             result=status.result, loaded=status.loaded, failed_package=status.failed_package,
-            error=status.error, stack=status.stack, timings_ms=status.timings_ms,
+            error=status.error, stack=status.stack, timings_ms=status.timings_ms, paused_ms=status.paused_ms,
         )
         if not as_json:
             print_status(status)
@@ -392,6 +392,9 @@ def print_status(status):
         out.print("  the image was not saved: on disk it is still the last good one")
         what = f"fix {status.failed_package}" if status.failed_package else "fix what the error names"
         out.print(f"  {what} and push again; the rejected files are kept in failed/{status.batch}/ on the server")
+    if status.paused_ms is not None:
+        ahead = status.timings_ms.get("compile-ahead")
+        out.print(f"  requests paused {status.paused_ms} ms" + (f" (compiled ahead in {ahead} ms while they ran)" if ahead is not None else ""))
     if status.timings_ms:
         out.print("  " + ", ".join(f"{k} {v} ms" for k, v in status.timings_ms.items()))
 

@@ -386,6 +386,11 @@ class Status:
     def ok(self) -> bool:
         return self.result == "ok"
 
+    @property
+    def paused_ms(self) -> Optional[int]:
+        """How long requests waited for the install: it runs above the web server (the save pauses them too)."""
+        return self.timings_ms.get("install")
+
 
 @dataclass(frozen=True)
 class LoadedPackage:

@@ -43,7 +43,7 @@ def versions(tmp_path_factory):
 def test_hot_upgrade_while_serving(app, versions, sshd):
     v1, v2 = versions
     pushed = run_hotload("push", v1, "--to", app.staging, "--wait", check=True)
-    assert "ok" in pushed.stdout
+    assert "ok" in pushed.stdout and "requests paused" in pushed.stdout
     status, page, session_url = app.get(app.url)
     assert "<h1>Counter v1</h1>" in page and "legacy banner" in page
     for _ in range(3):
@@ -61,6 +61,9 @@ def test_hot_upgrade_while_serving(app, versions, sshd):
 
     assert result.returncode == 0, result.stderr
     assert '"result": "ok"' in result.stdout
+    report = json.loads(result.stdout)
+    assert report["paused_ms"] == report["timings_ms"]["install"]  # measured in the image
+    assert "compile-ahead" in report["timings_ms"]  # v2's methods of HLCounter, compiled while requests ran
     assert hammer.failures() == []
     assert len(hammer.records) > 20
     status, page, _ = app.get(session_url)
