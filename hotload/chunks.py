@@ -411,8 +411,8 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
     if snapshot is None:
         snapshot = Snapshot()
         _read_chunks(text, snapshot, snapshot._methods, True, _plan_doit)
-    classes = tuple(
-        (name, definition.superclass, tuple(definition.traits) + tuple(definition.class_traits))
+    classes = tuple(  # traits and class_traits are tuples, as the reader sets them
+        (name, definition.superclass, definition.traits + definition.class_traits)
         for name, definition in snapshot.classes.items()
     )
     return classes, snapshot.method_class_counts()
