@@ -149,7 +149,7 @@ class PlanReader:
             except PackageError as error:
                 results[position] = error
                 continue
-            key = f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
+            key = f"{len(data)}:{hashlib.sha256(data).hexdigest()}" if self.path is not None else ""
             entry = self.entries.get(key)
             facts = facts_from_json(entry[1]) if isinstance(entry, list) and len(entry) == 2 else None
             if facts is None:
