@@ -388,6 +388,15 @@ _PLAN_ELEMENT = re.compile(
 )
 
 
+# The units of _UNIT_PATTERN exactly as Monticello writes them (single spaces in the header, `! !`
+# after the method), class name only: a quarter cheaper to match. Any other unit stays in the text
+# between units, which is read chunk by chunk.
+_PLAN_UNIT = re.compile(
+    r"!([A-Za-z_][A-Za-z0-9_.]*)(?: class| classSide| classTrait)? methodsFor: "
+    rf"{_PLAN_STRING}(?: stamp: {_PLAN_STRING})?!\s*[^\s!][^!]*! !(?!!)(?:\s+(?=!(?!!)))?"
+)
+
+
 def _plan_doit(chunk: str, snapshot: "Snapshot"):
     """_read_doit for planning: the usual class definition becomes a _PlanClass; all else as _read_doit."""
     match = _CLASS_DEFINITION.match(chunk)
@@ -404,7 +413,7 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
     methods per class name in order of each class's first method. Builds no method objects and
     none of the classes' variables."""
     _check_terminated(text)
-    parts = _UNIT.split(text)
+    parts = _PLAN_UNIT.split(text)
     snapshot = None
     if len(parts) > 1:
         snapshot = _read_split(text, parts, _plan_doit)
