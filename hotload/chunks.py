@@ -244,8 +244,11 @@ _CLASS_KINDS = (
 )
 
 _SELECTOR = re.compile(
-    r"\s*(?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\s*)+)|"
-    r"([-+*/\\<>=~@%|&?,]+)\s*[A-Za-z_]|([A-Za-z_][A-Za-z0-9_]*))"
+    r"""(?:\s|"[^"]*")*   # white space and comments before the message pattern
+    (?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\b\s*)+)
+      |([-+*/\\<>=~@%|&?,!]+)\s*[A-Za-z_]
+      |([A-Za-z_][A-Za-z0-9_]*))""",
+    re.X,
 )
 
 

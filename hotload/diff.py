@@ -23,13 +23,12 @@ the same report. The loaded side is read by `hotload.loaded.TargetPackages`.
 """
 
 import difflib
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from rich.text import Text
 
-from .chunks import ChunkError, ClassDefinition, MethodDefinition, Snapshot, method_selector
+from .chunks import ChunkError, ClassDefinition, MethodDefinition, Snapshot
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 NEW, UNCHANGED, UNAVAILABLE = "new", "unchanged", "unavailable"
@@ -186,19 +185,10 @@ class MethodChange:
         return data
 
 
-_LEADING_COMMENTS = re.compile(r'(?:\s*"[^"]*")+')
-
-
 def selector_of(method: MethodDefinition) -> str:
-    """The method's selector, also when its source starts with a comment (which chunks.method_selector
-    does not read); failing that, its first line."""
+    """The method's selector; failing that, its first line."""
     try:
         return method.selector
-    except ChunkError:
-        pass
-    match = _LEADING_COMMENTS.match(method.source)
-    try:
-        return method_selector(method.source[match.end():] if match else method.source)
     except ChunkError:
         return method.source.strip().split("\n", 1)[0][:60]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .chunks import Snapshot
+from .chunks import ChunkError, Snapshot, method_selector
 from .errors import InputError
 from .mcz import VersionInfo
 
@@ -60,24 +60,14 @@ class PackageSource:
         return [m.class_name for m in self.snapshot.methods if m.meta and pattern_selector(m.source) == "initialize"]
 
 
-_PATTERN = re.compile(
-    r"""(?:\s|"[^"]*")*   # white space and comments before the message pattern
-    (?:((?:[A-Za-z_][A-Za-z0-9_]*:\s*[A-Za-z_][A-Za-z0-9_]*\b\s*)+)
-      |([-+*/\\<>=~@%|&?,!]+)\s*[A-Za-z_]
-      |([A-Za-z_][A-Za-z0-9_]*))""",
-    re.X,
-)
 
 
 def pattern_selector(source: str) -> Optional[str]:
     """The selector of a method source (`at: i put: x ...` -> `at:put:`), or None when it has no message pattern."""
-    match = _PATTERN.match(source)
-    if not match:
+    try:
+        return method_selector(source)
+    except ChunkError:
         return None
-    keywords, binary, unary = match.groups()
-    if keywords:
-        return "".join(re.findall(r"[A-Za-z_][A-Za-z0-9_]*:", keywords))
-    return binary or unary
 
 
 def line_of(text: str, offset: int) -> int:

@@ -85,11 +85,6 @@ def test_plan_takes_folders_and_mcz_files_together(tmp_path, private_tmp, source
     assert os.listdir(private_tmp) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chunks.method_selector reads the selector only at the very start of a source; a FileTree method "
-    "that starts with a comment (Grease-Core's GROrderedMultiMap>>addAll:) is refused by push's method check",
-)
 def test_a_method_that_starts_with_a_comment_can_be_pushed(tmp_path, private_tmp, sources):
     core, web = sources
     (web / "WebCart.class" / "instance" / "render.st").write_text('rendering\n"Render me"\nrender\n\t^ 1')
