@@ -666,5 +666,30 @@ def status(targets, as_json):
     sys.exit(many.exit_code)
 
 
+
+# -- config -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--env", "env_name", help="Show this environment only.")
+@click.option("--json", "as_json", is_flag=True)
+def config(env_name, as_json):
+    """Show the environments of hotload.toml (found here or in a parent folder) and where each setting comes from."""
+    from .config import FILE_NAME, ConfigError, ProjectConfig
+
+    project = ProjectConfig.find()
+    if project is None:
+        raise ConfigError(f"no {FILE_NAME} in this folder or any parent; create one with an [env.NAME] table and its targets")
+    environments = [project.environment(env_name)] if env_name else [project.environments[n] for n in sorted(project.environments)]
+    if as_json:
+        click.echo(json.dumps({"file": str(project.path), "environments": [e.to_json() for e in environments]}, indent=2))
+        return
+    out.print(f"{project.path}", markup=False)
+    for environment in environments:
+        out.print(f"[bold]env {environment.name}[/]")
+        rows = [(key, json.dumps(setting.value), setting.origin) for key, setting in sorted(environment.settings.items())]
+        print_table(("setting", "value", "from"), rows)
+
+
 if __name__ == "__main__":
     main()

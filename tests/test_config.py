@@ -123,3 +123,26 @@ def test_fuzz_any_value_of_any_key_is_used_or_refused_naming_the_key(tmp_path_fa
         ProjectConfig.load(path)
     except ConfigError as error:
         assert f"env.prod.{key}" in str(error) or "not valid TOML" in str(error) or "env.prod" in str(error)
+
+
+def test_the_config_command_shows_settings_and_origins(tmp_path):
+    from conftest import run_hotload
+
+    write(tmp_path, GOOD)
+    (tmp_path / "deep").mkdir()
+    shown = run_hotload("config", cwd=tmp_path / "deep")
+    assert shown.returncode == 0, shown.stderr
+    assert "env prod" in shown.stdout and "hotload.toml:10" in shown.stdout and "(defaults)" in shown.stdout
+    as_json = json.loads(run_hotload("config", "--env", "beta", "--json", cwd=tmp_path).stdout)
+    assert [env["name"] for env in as_json["environments"]] == ["beta"]
+    assert as_json["environments"][0]["settings"]["canary"] == {"value": 1, "from": "default"}
+    missing = run_hotload("config", "--env", "nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "no environment 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+    write(tmp_path, "[env.prod]\ntargets = [\"a:/s\"]\nparalel = 2\n")
+    bad = run_hotload("config", cwd=tmp_path)
+    assert bad.returncode == 2 and "hotload.toml:3: env.prod.paralel: unknown key" in bad.stderr
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    (tmp_path / "hotload.toml").unlink()
+    none = run_hotload("config", cwd=nowhere)
+    assert none.returncode == 2 and "no hotload.toml" in none.stderr
