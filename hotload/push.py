@@ -485,16 +485,19 @@ class Pusher:
             cleaned = Cleanup(self.transport, self.on_step).run()
             self._checkpoint()
             self.transport.make_folder(folder)
-            for entry in entries:
-                self.on_step(f"upload {entry.file}")
+            # The packages, then the manifest, each in the temporary folder; a transport may overlap them
+            # (SFTP pipelines them), and upload_many returns only when every one is complete.
+            steps = {f"{folder}/{entry.file}": f"upload {entry.file}" for entry in entries}
+            steps[f"{folder}/{protocol.MANIFEST}"] = "manifest"
+            items = [(str(paths[entry.file]), f"{folder}/{entry.file}") for entry in entries]
+            items.append((manifest_text.encode(), f"{folder}/{protocol.MANIFEST}"))
+
+            def starting(name: str):
+                self.on_step(steps[name])
                 self._checkpoint()
-                self.transport.upload(
-                    str(paths[entry.file]), f"{folder}/{entry.file}", lambda n, f=entry.file: self._progress(f, n)
-                )
-                sent += entry.size
-            self.on_step("manifest")
-            self._checkpoint()
-            self.transport.write(f"{folder}/{protocol.MANIFEST}", manifest_text.encode())
+
+            self.transport.upload_many(items, lambda name, n: self._progress(name.rsplit("/", 1)[-1], n), starting)
+            sent = sum(entry.size for entry in entries)
             self.on_step("publish")
             self._checkpoint()
             self._publishing = True  # from here `<batch>/` may be this push's (when the rename's answer is lost)

@@ -27,6 +27,7 @@ from hotload.protocol import Manifest
 from hotload.push import Pusher
 from hotload.targets import parse_target
 from hotload.transports import LocalTransport, open_transport
+from hotload.transports.base import Transport
 
 
 @pytest.fixture
@@ -162,6 +163,10 @@ class RecordingTransport:
     def remove(self, name):
         self._note("remove", name)
         return self.inner.remove(name)
+
+    def upload_many(self, items, progress=None, on_file=None):
+        """File by file through `upload` and `write`, as every transport may do it, so each is logged."""
+        return Transport.upload_many(self, items, progress, on_file)
 
     def upload(self, local_path, name, progress=None):
         self._note("upload", name)

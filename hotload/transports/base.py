@@ -141,6 +141,22 @@ class Transport(ABC):
     def upload(self, local_path: str, name: str, progress: Progress = None) -> None:
         """Copy a local file to `name`, calling `progress(bytes_sent_since_last_call)`."""
 
+    def upload_many(
+        self, items, progress: Optional[Callable[[str, int], None]] = None,
+        on_file: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        """Write each `(local path or bytes, name)` of `items`, in order, calling `on_file(name)` before each
+        and `progress(name, bytes_sent_since_last_call)`. Returns when every file is complete (written and
+        closed without error); the first failure raises. A transport may overlap the files (SFTP pipelines
+        them), so nothing may depend on one of them before this returns."""
+        for source, name in items:
+            if on_file:
+                on_file(name)
+            if isinstance(source, (bytes, bytearray)):
+                self.write(name, bytes(source))
+            else:
+                self.upload(source, name, (lambda sent, name=name: progress(name, sent)) if progress else None)
+
     @abstractmethod
     def rename_replacing(self, source: str, target: str) -> None:
         """Rename atomically, replacing `target` if it exists."""
