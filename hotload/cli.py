@@ -5,7 +5,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import click
 from rich.console import Console
@@ -105,14 +105,18 @@ class HotloadGroup(click.Group):
             raise  # click's own: usage errors (exit 2), --help (exit 0)
         except HotloadError as error:
             fail(error)
-        except KeyboardInterrupt:
-            err.print("[bold red]hotload:[/] interrupted; no trigger was written for an unfinished batch")
+        except KeyboardInterrupt as error:
+            from .deploy import WaitInterrupted
+
+            if isinstance(error, WaitInterrupted):  # after the trigger: the loader still takes the batch
+                err.print(f"[bold red]hotload:[/] {escape(str(error))}", soft_wrap=True)
+            else:
+                err.print("[bold red]hotload:[/] interrupted; no trigger was written for an unfinished batch")
             sys.exit(130)
         except (OSError, EOFError) as error:
-            from .transports.base import describe_os_error
+            from .deploy import as_hotload_error
 
-            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-            fail(TargetError(f"{type(error).__name__}{where}: {describe_os_error(error)}"))
+            fail(as_hotload_error(error))
         except Exception as error:  # noqa: BLE001 - the last line of defence against a traceback
             if type(error).__module__.startswith("paramiko"):
                 fail(TargetError(f"the SSH connection failed ({error}); check the network and push again"))
@@ -258,118 +262,147 @@ def pack(sources, output, name, author, message, ancestor):
 # -- push --------------------------------------------------------------------------------
 
 
-def _push_one(batch, target_text, options, as_json):
-    """Push `batch` to one target: (report for --json, exit code)."""
-    from .push import Pusher, Selector
-    from .status import BatchWaiter, check_protocol, require_loader
-    from .targets import parse_target
-    from .transports import open_transport
+def _project_environment(env_name: str):
+    """The environment `env_name` of the hotload.toml found here or in a parent folder (config.Environment)."""
+    from .config import FILE_NAME, ConfigError, ProjectConfig
 
-    target = parse_target(target_text)
-    with open_transport(target) as transport:
-        if options["wait"] and not options["dry_run"]:
-            require_loader(transport)  # before uploading anything
-        else:
-            check_protocol(transport)
-        selection = Selector(
-            transport, _workdir, force=options["force"], allow_downgrade=options["allow_downgrade"],
-        ).select(batch)
-        report = selection.to_json()
-        where = selection.target
-        if selection.note and not as_json:
-            out.print(f"{where}: {selection.note}", markup=False)
-        if options["dry_run"]:
-            return _dry_run(transport, selection, report, as_json)
-        if selection.refused:
-            refusal = selection.refusal()
-            refusal.report = dict(report, result="refused")
-            raise refusal
-        if selection.skipped and not as_json:
-            out.print(
-                f"{where}: skipped {len(selection.skipped)} package(s) already loaded: "
-                f"{_short_list(d.version for d in selection.skipped)}", markup=False, soft_wrap=True,
+    project = ProjectConfig.find()
+    if project is None:
+        raise ConfigError(f"no {FILE_NAME} in this folder or any parent; create one with an [env.NAME] table and its targets")
+    return project.environment(env_name)
+
+
+def resolve_targets(targets, env_name):
+    """(the targets to use, the environment or None): the --to given, or the targets of --env."""
+    if env_name and targets:
+        raise InputError("give either --env or --to, not both")
+    if env_name:
+        environment = _project_environment(env_name)
+        return environment.targets, environment
+    if not targets:
+        raise click.UsageError("Missing option '--to' (or '--env' for the targets of an environment of hotload.toml).")
+    return list(targets), None
+
+
+def _timeout(given, environment) -> float:
+    """--timeout when given, else the environment's poll_timeout, else 120 s."""
+    if given is not None:
+        return given
+    return float(environment.value("poll_timeout")) if environment is not None else 120.0
+
+
+class PushPrinter:
+    """Prints what a push does at each target (the callbacks of deploy.Deploy and deploy.Rollout).
+
+    With `quiet` (--json) only the errors are printed; `errors` is "lines" (each line of an error,
+    after the target), "one line" (watch), or None (the command reports the error itself).
+    """
+
+    def __init__(self, quiet: bool = False, errors: Optional[str] = "lines"):
+        self.quiet = quiet
+        self.errors = errors
+        self._progress = None
+        self._task = None
+        self._spinner = None
+
+    def deploy(self, batch, options):
+        """A `Rollout(deploy=...)` maker: one deploy.Deploy per target, telling this printer."""
+        from .deploy import Deploy
+
+        def make(target):
+            return Deploy(
+                batch, target, _workdir, options, on_note=self.note, on_progress=self.progress,
+                on_upload=lambda total: self.upload(target, total), on_pushed=self.pushed, on_wait=self.wait,
             )
-        if selection.up_to_date:
-            if not as_json:
-                out.print(f"{where}: [bold green]up to date[/]; nothing was pushed")
-            report.update(result="up-to-date", packages=[], bytes=0)
-            return report, 0
-        total = sum(entry.size for entry in selection.entries)
+
+        return make
+
+    def note(self, line: str):
+        if not self.quiet:
+            out.print(line, markup=False, soft_wrap=True)
+
+    def upload(self, target: str, total: int):
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-        with Progress(
+        self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=err, transient=True, disable=as_json or not err.is_terminal,
-        ) as progress:
-            task = progress.add_task(f"push to {transport.description}", total=total)
-            pusher = Pusher(
-                transport, lock_wait=options["lock_wait"], break_lock=options["break_lock"],
-                pending_wait=min(options["timeout"], 60.0),
-                on_progress=lambda name, sent: progress.advance(task, sent),
-                reconnect=lambda: open_transport(target, connect_timeout=5.0),
-            )
-            result = pusher.push(selection.plan, entries=selection.entries)
-        report.update(result.to_json())
-        if not as_json:
-            out.print(
-                f"pushed batch [bold]{result.batch}[/] to {result.target}: {len(result.entries)} package(s), "
-                f"{result.bytes_sent} bytes in {result.seconds:.2f} s"
-            )
-            if result.cleaned:
-                out.print(f"  cleaned up after an interrupted push: {_short_list(result.cleaned)}")
-            for kept in result.kept:
-                out.print(f"  left as it is: {kept}", soft_wrap=True)
-        if not options["wait"]:
-            report["result"] = "pushed"
-            return report, 0
-        try:
-            with err.status(f"waiting for the loader to take batch {result.batch}", spinner="dots") as spinner:
-                status = BatchWaiter(transport).wait(result.batch, options["timeout"])
-                spinner.stop()
-        except KeyboardInterrupt:
-            err.print(
-                f"[bold red]hotload:[/] interrupted while waiting; batch {result.batch} was pushed and triggered, "
-                "so the loader still takes it: follow it with `hotload status`", soft_wrap=True,
-            )
-            sys.exit(130)
-        report.update(
-            result=status.result, loaded=status.loaded, failed_package=status.failed_package,
-            error=status.error, stack=status.stack, timings_ms=status.timings_ms, paused_ms=status.paused_ms,
+            console=err, transient=True, disable=self.quiet or not err.is_terminal,
         )
-        if not as_json:
-            print_status(status)
-        return report, 0 if status.ok else 1
+        self._progress.start()
+        self._task = self._progress.add_task(f"push to {target}", total=total)
+
+    def progress(self, name: str, sent: int):
+        if self._progress is not None:
+            self._progress.advance(self._task, sent)
+
+    def pushed(self, result):
+        self.stop()
+        if self.quiet:
+            return
+        out.print(
+            f"pushed batch [bold]{result.batch}[/] to {result.target}: {len(result.entries)} package(s), "
+            f"{result.bytes_sent} bytes in {result.seconds:.2f} s"
+        )
+        if result.cleaned:
+            out.print(f"  cleaned up after an interrupted push: {_short_list(result.cleaned)}")
+        for kept in result.kept:
+            out.print(f"  left as it is: {kept}", soft_wrap=True)
+
+    def wait(self, batch: str):
+        self._spinner = err.status(f"waiting for the loader to take batch {batch}", spinner="dots")
+        self._spinner.start()
+
+    def stop(self):
+        """Takes the progress bar or the spinner off the screen."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+
+    def result(self, result):
+        """One target's outcome, as soon as it is known."""
+        self.stop()
+        if result.error is not None:
+            if self.errors == "lines":
+                for line in str(result.error).splitlines():
+                    err.print(f"[bold red]hotload:[/] {escape(result.target)}: {escape(line)}", soft_wrap=True)
+            elif self.errors == "one line":
+                err.print(f"[bold red]hotload:[/] {escape(result.target)}: " + escape("; ".join(str(result.error).splitlines())))
+            return
+        if self.quiet:
+            return
+        if result.result == "dry-run":
+            print_dry_run(result)
+        elif result.result == "up-to-date":
+            out.print(f"{result.target}: [bold green]up to date[/]; nothing was pushed")
+        elif result.status is not None:
+            print_status(result.status)
 
 
-def _dry_run(transport, selection, report, as_json):
-    """What a push would do at this target, with the diff of each package it would send; writes nothing."""
-    from .diff import compare_with_target
-
-    where = selection.target
-    compared = [decision.package for decision in selection.decisions if decision.action != "skip"]
-    diff = compare_with_target(transport, compared) if compared else None
-    report.update(result="dry-run", diff=diff.to_json() if diff else None)
-    if not as_json:
-        if selection.skipped:
-            out.print(
-                f"{where}: would skip {len(selection.skipped)} package(s) already loaded: "
-                f"{_short_list(d.version for d in selection.skipped)}", markup=False, soft_wrap=True,
-            )
-        for decision in selection.sent:
-            out.print(f"{where}: would send {decision.version} ({decision.why})", markup=False, soft_wrap=True)
-        for decision in selection.refused:
-            out.print(f"{where}: would refuse {decision.version}: {decision.why}", markup=False, soft_wrap=True)
-        if selection.up_to_date:
-            out.print(f"{where}: [bold green]up to date[/]; a push would send nothing")
-        if diff:
-            for line in diff.render():
-                out.print(line)
-        out.print("dry run: nothing was uploaded or written")
-    return report, 2 if selection.refused else 0
+def print_dry_run(result):
+    """What a push would do at one target, with the diff of each package it would send."""
+    selection, where = result.selection, result.target
+    if selection.skipped:
+        out.print(
+            f"{where}: would skip {len(selection.skipped)} package(s) already loaded: "
+            f"{_short_list(d.version for d in selection.skipped)}", markup=False, soft_wrap=True,
+        )
+    for decision in selection.sent:
+        out.print(f"{where}: would send {decision.version} ({decision.why})", markup=False, soft_wrap=True)
+    for decision in selection.refused:
+        out.print(f"{where}: would refuse {decision.version}: {decision.why}", markup=False, soft_wrap=True)
+    if selection.up_to_date:
+        out.print(f"{where}: [bold green]up to date[/]; a push would send nothing")
+    if result.diff:
+        for line in result.diff.render():
+            out.print(line)
+    out.print("dry run: nothing was uploaded or written")
 
 
 def _seconds(ctx, param, value):
-    if value != value or value < 0:  # NaN would never time out
+    if value is not None and (value != value or value < 0):  # NaN would never time out
         raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
     return value
 
@@ -399,18 +432,23 @@ def print_status(status):
         out.print("  " + ", ".join(f"{k} {v} ms" for k, v in status.timings_ms.items()))
 
 
+TO_HELP = "Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images."
+ENV_HELP = "The targets of this environment of hotload.toml (instead of --to)."
+
+
 @main.command()
 @click.argument("packages", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "targets", multiple=True, required=True, help="Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images.")
+@click.option("--to", "targets", multiple=True, help=TO_HELP)
+@click.option("--env", "env_name", help=ENV_HELP)
 @click.option("--wait", is_flag=True, help="Follow the loader until the batch is loaded or failed.")
-@click.option("--timeout", default=120.0, show_default=True, callback=_seconds, help="Seconds to wait for the loader.")
+@click.option("--timeout", default=None, type=float, callback=_seconds, show_default="the environment's poll_timeout, else 120", help="Seconds to wait for the loader.")
 @click.option("--break-lock", is_flag=True, help="Remove a stale lock, or one whose holder is no longer running on this host.")
 @click.option("--lock-wait", default=30.0, show_default=True, callback=_seconds, help="Seconds to wait for another push's lock.")
 @click.option("--force", is_flag=True, help="Send every package, also those the image has loaded already.")
 @click.option("--allow-downgrade", is_flag=True, help="Send versions older than the loaded ones, of another branch, or other content under a loaded name.")
 @click.option("--dry-run", is_flag=True, help="Show what would be skipped and sent, with each package's diff; upload nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def push(packages, targets, wait, timeout, break_lock, lock_wait, force, allow_downgrade, dry_run, as_json):
+def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, force, allow_downgrade, dry_run, as_json):
     """Upload packages to staging directories and trigger the loader.
 
     PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly into a temporary folder,
@@ -419,30 +457,29 @@ def push(packages, targets, wait, timeout, break_lock, lock_wait, force, allow_d
     Each image's loaded record is read first: packages it has loaded (same version and SHA-256) are
     skipped, and a version older than the loaded one or of another branch is refused.
 
-    With many --to, the exit status is the highest of the targets' (see `hotload --help`).
+    With many --to (or an environment of many targets), the exit status is the highest of the
+    targets' (see `hotload --help`).
     """
+    from .deploy import PushOptions, Rollout
+
+    targets, environment = resolve_targets(targets, env_name)
     batch = read_push_batch(packages)  # checked and hashed once for every target
-    options = dict(
-        wait=wait, timeout=timeout, break_lock=break_lock, lock_wait=lock_wait, force=force,
+    options = PushOptions(
+        wait=wait, timeout=_timeout(timeout, environment), break_lock=break_lock, lock_wait=lock_wait, force=force,
         allow_downgrade=allow_downgrade, dry_run=dry_run,
     )
-    reports, worst = [], 0
-    for target in targets:
-        try:
-            report, code = _push_one(batch, target, options, as_json)
-        except HotloadError as error:
-            if len(targets) == 1 and not as_json:
-                raise
-            for line in str(error).splitlines():
-                err.print(f"[bold red]hotload:[/] {escape(target)}: {escape(line)}", soft_wrap=True)
-            report = dict(getattr(error, "report", {}), target=target, error=str(error))
-            report.setdefault("result", "error")
-            code = error.exit_code
-        reports.append(report)
-        worst = max(worst, code)
+    alone = len(targets) == 1 and not as_json  # its error is reported as the command's own
+    printer = PushPrinter(quiet=as_json, errors=None if alone else "lines")
+    try:
+        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy(batch, options), on_result=printer.result).run()
+    finally:
+        printer.stop()
+    if alone and rollout.results[0].error is not None:
+        fail(rollout.results[0].error)
     if as_json:
+        reports = rollout.to_json()
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-    sys.exit(worst)
+    sys.exit(rollout.exit_code)
 
 
 # -- watch ---------------------------------------------------------------------------------
@@ -450,33 +487,29 @@ def push(packages, targets, wait, timeout, break_lock, lock_wait, force, allow_d
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "targets", multiple=True, required=True, help="Staging directory (repeat for many images).")
+@click.option("--to", "targets", multiple=True, help="Staging directory (repeat for many images).")
+@click.option("--env", "env_name", help=ENV_HELP)
 @click.option("--dist", default="dist", show_default=True, type=click.Path(), help="Where packed .mcz files go.")
 @click.option("--author", default=lambda: os.environ.get("HOTLOAD_AUTHOR", "hotload"), show_default="$HOTLOAD_AUTHOR or hotload")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the loader each time.")
-def watch(paths, targets, dist, author, timeout):
+@click.option("--timeout", default=None, type=float, callback=_seconds, show_default="the environment's poll_timeout, else 120", help="Seconds to wait for the loader each time.")
+def watch(paths, targets, env_name, dist, author, timeout):
     """Pack and push (with --wait) whenever a .st source or .mcz package changes."""
-    from pathlib import Path
-
-    from rich.markup import escape
-
+    from .deploy import PushOptions, Rollout
+    from .push import PushBatch
     from .watch import Watcher
 
-    from .push import PushBatch
-
-    options = dict(wait=True, timeout=timeout, break_lock=False, lock_wait=30.0, force=False, allow_downgrade=False, dry_run=False)
+    targets, environment = resolve_targets(targets, env_name)
+    options = PushOptions(wait=True, timeout=_timeout(timeout, environment))
+    printer = PushPrinter(errors="one line")
 
     def push_now(packages):
         batch = PushBatch.of(LoadPlan.build([read_mcz(p) for p in packages]))
-        failed = []
-        for target in targets:
-            try:
-                report, _ = _push_one(batch, target, options, False)
-            except (HotloadError, OSError) as error:
-                failed.append(target)
-                err.print(f"[bold red]hotload:[/] {escape(target)}: " + escape("; ".join(str(error).splitlines())))
-        if failed:  # the watcher pushes these packages again with the next change
-            raise HotloadError(f"{len(failed)} of {len(targets)} target(s) not reached: {', '.join(failed)}")
+        try:
+            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy(batch, options), on_result=printer.result).run()
+        finally:
+            printer.stop()
+        if rollout.not_reached:  # the watcher pushes these packages again with the next change
+            raise HotloadError(f"{len(rollout.not_reached)} of {len(targets)} target(s) not reached: {', '.join(rollout.not_reached)}")
 
     Watcher(paths, push_now, Path(dist), author=author, say=lambda line: out.print(line, markup=False)).run()
 

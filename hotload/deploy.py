@@ -1,0 +1,259 @@
+"""Pushing one batch to its targets: check the loader, select, upload, wait (docs/protocol.md, "Pushing").
+
+One target:
+
+    >>> batch = PushBatch.read(["dist/Shop-Core-jd.4.mcz"], workdir)
+    >>> result = Deploy(batch, "app1:/srv/app/staging", workdir, PushOptions(wait=True)).run()
+    >>> result.result, result.exit_code, result.to_json()["batch"]
+    ('ok', 0, '20261122T203700Z-3fa9c1')
+
+Many targets, one after the other; a target that fails does not stop the others:
+
+    >>> rollout = Rollout(batch, ["app1:/srv/app/staging", "app2:/srv/app/staging"], workdir, options).run()
+    >>> [each.result for each in rollout.results], rollout.exit_code
+    (['ok', 'error'], 5)
+
+`Deploy.run` answers every outcome a push can have at a target as a `DeployResult`: dry-run,
+refused (a downgrade), up-to-date, pushed, and, with `wait`, the loader's ok or failed. Any other
+error is raised; `Rollout` records it as that target's result ("error") and goes on.
+Nothing is printed here: what happens is told through the callbacks (`on_note`, `on_upload`,
+`on_progress`, `on_pushed`, `on_wait`).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .errors import HotloadError, TargetError
+from .push import PushBatch, PushResult, Pusher, Selection, Selector
+from .status import BatchWaiter, Status, check_protocol, require_loader
+from .targets import parse_target
+from .transports import open_transport
+
+
+def short_list(names, limit=8) -> str:
+    """`a, b, c (+4 more)`."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def as_hotload_error(error: OSError) -> TargetError:
+    """An OSError as the one-line TargetError (exit 5) the command line reports."""
+    from .transports.base import describe_os_error
+
+    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+    return TargetError(f"{type(error).__name__}{where}: {describe_os_error(error)}")
+
+
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C after the trigger: the batch is the loader's now, and it still takes it (exit 130)."""
+
+    def __init__(self, batch: str):
+        self.batch = batch
+        super().__init__(
+            f"interrupted while waiting; batch {batch} was pushed and triggered, "
+            "so the loader still takes it: follow it with `hotload status`"
+        )
+
+
+@dataclass
+class PushOptions:
+    wait: bool = False
+    timeout: float = 120.0  # seconds to wait for the loader
+    break_lock: bool = False
+    lock_wait: float = 30.0
+    force: bool = False
+    allow_downgrade: bool = False
+    dry_run: bool = False
+    poll: float = 0.2  # seconds between reads of `status` while waiting
+
+
+DRY_RUN, REFUSED, UP_TO_DATE, PUSHED, ERROR = "dry-run", "refused", "up-to-date", "pushed", "error"
+
+
+@dataclass
+class DeployResult:
+    """What a push did at one target. `result` is one of dry-run, refused, up-to-date, pushed, error,
+    or with --wait the loader's (`ok`, `failed`)."""
+
+    target: str
+    result: str
+    selection: Optional[Selection] = None
+    diff: object = None  # diff.DiffReport of a dry run (None when it would send nothing)
+    push: Optional[PushResult] = None
+    status: Optional[Status] = None  # the loader's, with --wait
+    error: Optional[HotloadError] = None  # refused or error
+
+    @classmethod
+    def failed(cls, target: str, error: HotloadError) -> "DeployResult":
+        """A target the push could not finish at (nothing is known of how far it came)."""
+        return cls(target, ERROR, error=error)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        if self.result == DRY_RUN:
+            return 2 if self.selection.refused else 0
+        if self.status is not None:
+            return 0 if self.status.ok else 1
+        return 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def to_json(self) -> dict:
+        if self.selection is None:
+            return {"target": self.target, "error": str(self.error), "result": self.result}
+        report = self.selection.to_json()
+        if self.result == DRY_RUN:
+            report.update(result=DRY_RUN, diff=self.diff.to_json() if self.diff else None)
+        elif self.result == REFUSED:
+            report.update(target=self.target, result=REFUSED, error=str(self.error))
+        elif self.result == UP_TO_DATE:
+            report.update(result=UP_TO_DATE, packages=[], bytes=0)
+        else:
+            report.update(self.push.to_json())
+            report["result"] = self.result
+            if self.status is not None:
+                status = self.status
+                report.update(
+                    loaded=status.loaded, failed_package=status.failed_package, error=status.error,
+                    stack=status.stack, timings_ms=status.timings_ms, paused_ms=status.paused_ms,
+                )
+        return report
+
+
+def _quiet(*args):
+    pass
+
+
+class Deploy:
+    """Pushes one batch to one target: checks the loader, selects what to send (`push.Selector`), then
+    answers a dry run, a refusal or up-to-date, or uploads (`push.Pusher`) and, with `wait`, follows
+    the loader (`status.BatchWaiter`).
+
+    `target` is as given on the command line (a path, host:path or sftp:// URL); `workdir()` is a
+    folder for packing and the target's kept files.
+    """
+
+    def __init__(
+        self, batch: PushBatch, target: str, workdir: Callable[[], Path], options: Optional[PushOptions] = None,
+        on_note: Callable[[str], None] = _quiet,  # a line about this target, plain text
+        on_upload: Callable[[int], None] = _quiet,  # the upload starts: total bytes
+        on_progress: Callable[[str, int], None] = _quiet,  # bytes of one file sent
+        on_pushed: Callable[[PushResult], None] = _quiet,  # uploaded and triggered
+        on_wait: Callable[[str], None] = _quiet,  # waiting for the loader to take this batch
+    ):
+        self.batch = batch
+        self.target = target
+        self.workdir = workdir
+        self.options = options or PushOptions()
+        self.on_note = on_note
+        self.on_upload = on_upload
+        self.on_progress = on_progress
+        self.on_pushed = on_pushed
+        self.on_wait = on_wait
+
+    def run(self) -> DeployResult:
+        options = self.options
+        target = parse_target(self.target)
+        with open_transport(target) as transport:
+            if options.wait and not options.dry_run:
+                require_loader(transport)  # before uploading anything
+            else:
+                check_protocol(transport)
+            selection = Selector(
+                transport, self.workdir, force=options.force, allow_downgrade=options.allow_downgrade,
+            ).select(self.batch)
+            where = selection.target
+            if selection.note:
+                self.on_note(f"{where}: {selection.note}")
+            if options.dry_run:
+                return self._dry_run(transport, selection)
+            if selection.refused:
+                return DeployResult(self.target, REFUSED, selection, error=selection.refusal())
+            if selection.skipped:
+                self.on_note(
+                    f"{where}: skipped {len(selection.skipped)} package(s) already loaded: "
+                    f"{short_list(d.version for d in selection.skipped)}"
+                )
+            if selection.up_to_date:
+                return DeployResult(where, UP_TO_DATE, selection)
+            self.on_upload(sum(entry.size for entry in selection.entries))
+            pushed = Pusher(
+                transport, lock_wait=options.lock_wait, break_lock=options.break_lock,
+                pending_wait=min(options.timeout, 60.0), on_progress=self.on_progress,
+                reconnect=lambda: open_transport(target, connect_timeout=5.0),
+            ).push(selection.plan, entries=selection.entries)
+            self.on_pushed(pushed)
+            if not options.wait:
+                return DeployResult(where, PUSHED, selection, push=pushed)
+            self.on_wait(pushed.batch)
+            try:
+                status = BatchWaiter(transport, poll=options.poll).wait(pushed.batch, options.timeout)
+            except KeyboardInterrupt:
+                raise WaitInterrupted(pushed.batch) from None
+            return DeployResult(where, status.result, selection, push=pushed, status=status)
+
+    def _dry_run(self, transport, selection: Selection) -> DeployResult:
+        """The diff of each package a push would send; writes nothing."""
+        from .diff import compare_with_target
+
+        compared = [decision.package for decision in selection.decisions if decision.action != "skip"]
+        diff = compare_with_target(transport, compared) if compared else None
+        return DeployResult(selection.target, DRY_RUN, selection, diff=diff)
+
+
+@dataclass
+class RolloutResult:
+    """One `DeployResult` per target, in the order of the targets; the exit code is the worst one."""
+
+    results: List[DeployResult] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max((result.exit_code for result in self.results), default=0)
+
+    @property
+    def not_reached(self) -> List[str]:
+        """Targets where the push ended in an error (refused, or could not be finished)."""
+        return [result.target for result in self.results if result.error is not None]
+
+    def to_json(self) -> list:
+        return [result.to_json() for result in self.results]
+
+
+class Rollout:
+    """Pushes one batch to many targets, one after the other; after a target's error it goes on with the
+    next. `on_result` is told of each target's result as soon as it is known; `deploy` makes the
+    `Deploy` of a target (to give it callbacks).
+    """
+
+    def __init__(
+        self, batch: PushBatch, targets: List[str], workdir: Callable[[], Path], options: Optional[PushOptions] = None,
+        deploy: Optional[Callable[[str], Deploy]] = None,
+        on_result: Callable[[DeployResult], None] = _quiet,
+    ):
+        self.batch = batch
+        self.targets = list(targets)
+        self.workdir = workdir
+        self.options = options or PushOptions()
+        self.deploy = deploy or (lambda target: Deploy(self.batch, target, self.workdir, self.options))
+        self.on_result = on_result
+
+    def run(self) -> RolloutResult:
+        rollout = RolloutResult()
+        for target in self.targets:
+            try:
+                result = self.deploy(target).run()
+            except HotloadError as error:
+                result = DeployResult.failed(target, error)
+            except OSError as error:  # not turned into a HotloadError by the transport
+                result = DeployResult.failed(target, as_hotload_error(error))
+            self.on_result(result)
+            rollout.results.append(result)
+        return rollout
+
