@@ -6,7 +6,7 @@
 Builds one image with `hotload.example_app.CounterApp` (Seaside on Swazoo + the loader, polling
 every `--interval-ms`), starts it and pushes examples/counter v1, then:
 
-- push:    pushes v2, v1, v2, ... (`Pusher` over `LocalTransport`, after a random wait of 0..interval so
+- push:    pushes v2, v1, v2, ... (`hotload.deploy.Deploy`, as `push --wait`, after a random wait of 0..interval so
            the push lands at a random phase of the poll) and times start of push -> first GET whose page
            shows the new heading. Peer, same run: a restart deploy (kill gst, put an image that already has
            the other version in place, start it with serve.st) timed until the first page with that version.
@@ -38,13 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hotload.deploy import Deploy, PushOptions  # noqa: E402
 from hotload.example_app import CounterApp, RequestLoop, example_dir, heading_of, link  # noqa: E402
 from hotload.mcz import read_mcz  # noqa: E402
 from hotload.pack import Packer  # noqa: E402
 from hotload.plan import LoadPlan  # noqa: E402
-from hotload.push import Pusher  # noqa: E402
-from hotload.status import BatchWaiter  # noqa: E402
-from hotload.transports import LocalTransport  # noqa: E402
+from hotload.push import PushBatch  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -75,21 +74,26 @@ def wait_heading(url, wanted, started, timeout=120.0, pause=0.01):
     raise RuntimeError(f"the page never showed {wanted!r}")
 
 
-def push(app, path, waiter_poll=0.05):
-    """Push one package; answer (push start, push seconds, batch id)."""
-    plan = LoadPlan.build([read_mcz(path)])
-    with LocalTransport(app.staging) as staging:
-        started = time.monotonic()
-        result = Pusher(staging).push(plan)
-    return started, result.seconds, result.batch
+def push_and_wait(app, path, timeout=300.0, while_loading=lambda started: None):
+    """Push one package as `push --wait` does (downgrades allowed: v1 follows v2) and wait for the loader.
 
-
-def wait_status(app, batch, timeout=300.0):
-    with LocalTransport(app.staging) as staging:
-        status = BatchWaiter(staging, poll=0.02).wait(batch, timeout=timeout)
-    if not status.ok:
-        raise RuntimeError(f"the loader failed {status.failed_package}: {status.error}")
-    return status
+    `while_loading(started)` runs once the batch is triggered, before the wait. Answers (push start, the
+    upload's seconds, the loader's status, what while_loading answered); the push starts with the upload.
+    """
+    marks = {}
+    workdir = Path(app.folder) / "push-work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = Deploy(
+        PushBatch.of(LoadPlan.build([read_mcz(path)])), str(app.staging), lambda: workdir,
+        PushOptions(wait=True, timeout=timeout, allow_downgrade=True, poll=0.02),
+        on_upload=lambda total: marks.update(started=time.monotonic()),
+        on_pushed=lambda pushed: marks.update(during=while_loading(marks["started"])),
+    ).run()
+    if result.error is not None:
+        raise RuntimeError(f"the push failed: {result.error}")
+    if not result.status.ok:
+        raise RuntimeError(f"the loader failed {result.status.failed_package}: {result.status.error}")
+    return marks["started"], result.push.seconds, result.status, marks.get("during")
 
 
 def launch(app, code):
@@ -146,9 +150,9 @@ def bench_push(app, versions, repeats, folder):
         target = "Counter v2" if current == "Counter v1" else "Counter v1"
         path = versions[target]
         time.sleep(rng.uniform(0, app.interval_ms / 1000))  # a random phase against the poll
-        started, push_seconds, batch = push(app, path)
-        total = wait_heading(app.url, target, started)
-        status = wait_status(app, batch)
+        started, push_seconds, status, total = push_and_wait(
+            app, path, while_loading=lambda started: wait_heading(app.url, target, started),
+        )
         totals.append(total)
         pushes.append(push_seconds)
         verify.append(status.timings_ms.get("verify", 0) / 1000)
@@ -218,8 +222,7 @@ def bench_bigload(app, repeats, folder, classes=20, methods=100):
         hammer = RequestLoop([app.url, session])
         hammer.start()
         time.sleep(3.0)
-        started, push_seconds, batch = push(app, packed.path)
-        status = wait_status(app, batch)
+        started, push_seconds, status, _ = push_and_wait(app, packed.path)
         finished = time.monotonic()
         time.sleep(3.0)
         hammer.done.set()
@@ -373,8 +376,7 @@ def main():
         for version in ("v1", "v2"):
             versions[f"Counter {version}"] = packer.pack(example_dir() / version / "Counter-App.st", dist).path
         app.start()
-        _, _, batch = push(app, versions["Counter v1"])
-        wait_status(app, batch)
+        push_and_wait(app, versions["Counter v1"])
         if args.bench in ("push", "all"):
             bench_push(app, versions, args.repeats, folder)
         if args.bench in ("bigload", "all"):

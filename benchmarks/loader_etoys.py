@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from loader import bench_classes, push, stalls, wait_status  # noqa: E402  (the gst benchmark's generator and helpers)
+from loader import bench_classes, push_and_wait, stalls  # noqa: E402  (the gst benchmark's generator and helpers)
 
 from hotload import protocol  # noqa: E402
 from hotload.example_app import CounterApp, RequestLoop, free_port, heading_of  # noqa: E402
@@ -213,8 +213,7 @@ def load_under_requests(server: EtoysServer, dist: Path, packer: Packer, round_n
     hammer = RequestLoop([server.url]) if client_timeout == 10.0 else PatientLoop([server.url], client_timeout)
     hammer.start()
     time.sleep(settle)
-    started, push_seconds, batch = push(server, packed.path)
-    status = wait_status(server, batch, timeout=600)
+    started, push_seconds, status, _ = push_and_wait(server, packed.path, timeout=600)
     finished = time.monotonic()
     time.sleep(settle)
     hammer.done.set()

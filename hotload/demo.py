@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from . import protocol
+from .deploy import Deploy, PushOptions
 from .errors import HotloadError
 from .example_app import CounterApp, count_of, example_dir, heading_of, link
 from .mcz import read_mcz
 from .pack import Packer
 from .plan import LoadPlan
-from .push import Pusher
-from .status import BatchWaiter
-from .transports import LocalTransport
+from .push import PushBatch
 
 
 @dataclass
@@ -51,13 +51,13 @@ class Demo:
         step("started the image", app.start)
         self.say(f"the app is at {app.url}")
         try:
-            with LocalTransport(app.staging) as staging:
-                step("pushed v1 and the loader installed it", lambda: self._push(staging, versions[0]))
-                _, page, session = app.get(app.url)
-                for _ in range(2):
-                    _, page, session = app.get(link(page, "++"))
-                self.say(f"page: {heading_of(page)!r}, count {count_of(page)} after clicking ++ twice in one session")
-                step("pushed v2 while the app serves; the loader installed it and saved the image", lambda: self._push(staging, versions[1]))
+            app.wait_until(lambda: (app.staging / protocol.LOADED).is_file(), "the loader's first poll")
+            step("pushed v1 and the loader installed it", lambda: self._push(app.staging, versions[0]))
+            _, page, session = app.get(app.url)
+            for _ in range(2):
+                _, page, session = app.get(link(page, "++"))
+            self.say(f"page: {heading_of(page)!r}, count {count_of(page)} after clicking ++ twice in one session")
+            step("pushed v2 while the app serves; the loader installed it and saved the image", lambda: self._push(app.staging, versions[1]))
             _, page, _ = app.get(session)
             self.say(f"page: {heading_of(page)!r}, count {count_of(page)}: the open session kept its state")
         except BaseException:
@@ -77,11 +77,17 @@ class Demo:
         packer = Packer(author="demo", message="hotload demo")
         return [packer.pack(example_dir() / version / "Counter-App.st", dist).path for version in ("v1", "v2")]
 
-    @staticmethod
-    def _push(staging, path):
-        plan = LoadPlan.build([read_mcz(path)])
-        batch = Pusher(staging).push(plan).batch
-        status = BatchWaiter(staging).wait(batch, timeout=60)
-        if not status.ok:
-            raise HotloadError(f"the loader failed {status.failed_package}: {status.error}")
-        return status
+    def _push(self, staging: Path, path: Path):
+        batch = PushBatch.of(LoadPlan.build([read_mcz(path)]))
+        result = Deploy(batch, str(staging), self._workdir, PushOptions(wait=True, timeout=60)).run()
+        if result.error is not None:
+            raise result.error
+        if not result.status.ok:
+            raise HotloadError(f"the loader failed {result.status.failed_package}: {result.status.error}")
+        return result.status
+
+    def _workdir(self) -> Path:
+        """Where the push keeps what it reads from the staging directory."""
+        folder = self.folder / "work"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
