@@ -36,7 +36,7 @@ SMALLTALK_FILES = {
     "test_squeak_rollback.py",
     "test_undo_gst.py",
 }
-SMALLTALK_FIXTURES = {"loader_renderings"}
+SMALLTALK_FIXTURES = {"loader_renderings", "counter_app"}
 SMALLTALK_SKIP_REASONS = ("GNU Smalltalk", "Squeak", "Etoys")
 
 
@@ -57,6 +57,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.smalltalk)
         if {"sshd", "ssh_home"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.sshd)
+
+
+NEEDS_GST = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)")
+
+
+@pytest.fixture(scope="module")
+def counter_app(request, tmp_path_factory):
+    """The example app (Seaside on Swazoo and the loader) serving, one per test module, once the loader has
+    written its loaded record; the module's INTERVAL_MS (default 1000) is the poll interval."""
+    from helpers import serving_counter
+    from hotload import protocol
+
+    with serving_counter(tmp_path_factory.mktemp("counter"), getattr(request.module, "INTERVAL_MS", 1000)) as app:
+        app.wait_until(lambda: (app.staging / protocol.LOADED).is_file(), "the loaded record at the first poll")
+        yield app
+
+
+@pytest.fixture(scope="module")
+def example_mczs(tmp_path_factory):
+    """examples/counter v1 and v2 packed, v2 descending from v1."""
+    from helpers import example_versions
+
+    return example_versions(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture
+def fake_staging(tmp_path):
+    """A staging folder served by the fake loader (tests/fake_loader.py); it must see no errors."""
+    from fake_loader import FakeLoader
+
+    folder = tmp_path / "staging"
+    loader = FakeLoader(folder, interval=0.05).start()
+    yield folder
+    loader.stop()
+    assert not loader.errors, loader.errors
 
 
 @pytest.fixture(scope="session")

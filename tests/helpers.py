@@ -1,6 +1,7 @@
 """Small builders for test packages, and the example app serving for the live tests."""
 
 import contextlib
+import time
 import zipfile
 from pathlib import Path
 
@@ -57,3 +58,13 @@ def serving_counter(folder: Path, interval_ms: int, before: str = ""):
         yield counter
     finally:
         counter.stop()
+
+
+def wait_for_snapshot(image: Path, timeout: float) -> None:
+    """Polls every 0.5 ms until the loader starts its snapshot (<image>.hotload-new appears): the test kills
+    the image in the middle of writing it."""
+    snapshot = image.with_name(image.name + ".hotload-new")
+    deadline = time.monotonic() + timeout
+    while not snapshot.exists() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    assert snapshot.exists(), "the loader never started its snapshot"

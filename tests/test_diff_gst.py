@@ -2,31 +2,26 @@
 is read from what the loader kept (the loaded record and packages/), locally and over the loopback sshd."""
 
 import json
-import shutil
 
 import pytest
 
-from conftest import run_hotload
-from helpers import example_versions, serving_counter
+from conftest import NEEDS_GST, run_hotload
 from hotload import protocol
 from hotload.protocol import LoadedRecord
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
-)
+pytestmark = NEEDS_GST
 
 INTERVAL_MS = 500
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
-        yield counter
+def app(counter_app):
+    return counter_app
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    return example_versions(tmp_path_factory.mktemp("dist"))
+def versions(example_mczs):
+    return example_mczs
 
 
 @pytest.fixture(scope="module")

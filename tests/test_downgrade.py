@@ -17,12 +17,8 @@ from hotload.protocol import LoadedRecord
 
 
 @pytest.fixture
-def staging(tmp_path):
-    folder = tmp_path / "staging"
-    loader = FakeLoader(folder, interval=0.05).start()
-    yield folder
-    loader.stop()
-    assert not loader.errors, loader.errors
+def staging(fake_staging):
+    return fake_staging
 
 
 def counter(folder: Path, answer: int, author="tester") -> Path:

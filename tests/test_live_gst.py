@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_hotload
-from helpers import class_def, example_versions, make_package, method, serving_counter
+from conftest import NEEDS_GST, run_hotload
+from helpers import class_def, make_package, method
 from hotload import protocol
 from hotload.example_app import RequestLoop, count_of, link
 from hotload.gst import Gst
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
-)
+pytestmark = NEEDS_GST
 
 INTERVAL_MS = 1000
 
@@ -30,14 +28,13 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
-        yield counter
+def app(counter_app):
+    return counter_app
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    return example_versions(tmp_path_factory.mktemp("dist"))
+def versions(example_mczs):
+    return example_mczs
 
 
 def test_hot_upgrade_while_serving(app, versions, sshd):

@@ -12,27 +12,24 @@ import shutil
 
 import pytest
 
-from conftest import run_hotload
-from helpers import class_def, example_versions, make_package, method, serving_counter
+from conftest import NEEDS_GST, run_hotload
+from helpers import class_def, make_package, method
 from hotload import protocol
 from hotload.protocol import LoadedRecord
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
-)
+pytestmark = NEEDS_GST
 
 INTERVAL_MS = 500
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
-        yield counter
+def app(counter_app):
+    return counter_app
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    return example_versions(tmp_path_factory.mktemp("dist"))
+def versions(example_mczs):
+    return example_mczs
 
 
 def loaded(app) -> LoadedRecord:
@@ -109,8 +106,9 @@ def test_the_record_is_written_again_from_the_image_after_a_restart(app):
     again = loaded(app)
     assert again.packages == expected.packages and again.image == expected.image
     assert again.loader_id and again.loader_id != expected.loader_id  # written by this start of the image
-    heartbeat = protocol.Heartbeat.parse((app.staging / protocol.HEARTBEAT).read_text())
-    assert heartbeat.id == again.loader_id
+    # The record comes first, then the heartbeat of the same start.
+    app.wait_until(lambda: protocol.Heartbeat.parse((app.staging / protocol.HEARTBEAT).read_text()).id == again.loader_id,
+                   "the heartbeat of the loader that wrote the record")
 
 
 def test_an_image_started_from_its_older_file_says_what_it_runs(app):

@@ -19,7 +19,7 @@ import pytest
 from conftest import run_hotload
 from hotload import protocol
 from hotload.example_app import CounterApp, heading_of
-from helpers import example_versions
+from helpers import example_versions, wait_for_snapshot
 from hotload.protocol import Status
 
 pytestmark = pytest.mark.skipif(
@@ -96,11 +96,7 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(prepared,
         pushed = run_hotload("push", v2, "--to", app.staging, "--json", check=True)
         batch = json.loads(pushed.stdout)["batch"]
         if step == "writing":
-            snapshot = app.image.with_name(app.image.name + ".hotload-new")
-            deadline = time.monotonic() + 30
-            while not snapshot.exists() and time.monotonic() < deadline:
-                time.sleep(0.0005)
-            assert snapshot.exists(), "the loader never started its snapshot"
+            wait_for_snapshot(app.image, 30)
         else:
             app.wait_until(marker.exists, f"the loader to reach step {step}")
     finally:

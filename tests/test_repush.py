@@ -25,12 +25,8 @@ def packages(tmp_path):
 
 
 @pytest.fixture
-def staging(tmp_path):
-    folder = tmp_path / "staging"
-    loader = FakeLoader(folder, interval=0.05).start()
-    yield folder
-    loader.stop()
-    assert not loader.errors, loader.errors
+def staging(fake_staging):
+    return fake_staging
 
 
 def push(*args):

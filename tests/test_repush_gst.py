@@ -15,30 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_hotload
+from conftest import NEEDS_GST, run_hotload
 from fake_loader import FakeLoader
-from helpers import example_versions, serving_counter
 from hotload import protocol
 from hotload.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
-)
+pytestmark = NEEDS_GST
 
 INTERVAL_MS = 500
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with serving_counter(tmp_path_factory.mktemp("counter"), INTERVAL_MS) as counter:
-        counter.wait_until(lambda: (counter.staging / protocol.LOADED).is_file(), "the loaded record at the first poll")
-        yield counter
+def app(counter_app):
+    return counter_app
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    return example_versions(tmp_path_factory.mktemp("dist"))
+def versions(example_mczs):
+    return example_mczs
 
 
 def hotload(sshd, *args, env=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from helpers import class_def, make_package, method
+from helpers import class_def, make_package, method, wait_for_snapshot
 from hotload import protocol
 from hotload.protocol import Heartbeat, LoadedRecord, Status
 from hotload.squeak import Squeak, SqueakError, find_image, find_vm
@@ -408,11 +408,7 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
         pushed = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--json", "--allow-downgrade", check=True)
         batch = json.loads(pushed.stdout)["batch"]
         if step == "writing":
-            snapshot = app.image.with_name(app.image.name + ".hotload-new")
-            deadline = time.monotonic() + 60
-            while not snapshot.exists() and time.monotonic() < deadline:
-                time.sleep(0.0005)
-            assert snapshot.exists(), "the loader never started its snapshot"
+            wait_for_snapshot(app.image, 60)
         else:
             wait_until((app.folder / "stopped-at").exists, f"the loader to reach step {step}", 60, app)
     finally:
