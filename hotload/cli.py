@@ -198,14 +198,51 @@ def plan(packages, as_json):
         print_plan(load_plan)
 
 
+# -- targets: --to or --env ------------------------------------------------------------------
+
+
+TO_HELP = "Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images."
+ENV_HELP = "The targets of this environment of hotload.toml (instead of --to)."
+
+
+def _project():
+    """The hotload.toml found here or in a parent folder (config.ProjectConfig); ConfigError (exit 2) if none."""
+    from .config import FILE_NAME, ConfigError, ProjectConfig
+
+    project = ProjectConfig.find()
+    if project is None:
+        raise ConfigError(f"no {FILE_NAME} in this folder or any parent; create one with an [env.NAME] table and its targets")
+    return project
+
+
+def resolve_targets(targets, env_name):
+    """(the targets to use, the environment or None): the --to given, or the targets of --env."""
+    if env_name and targets:
+        raise InputError("give either --env or --to, not both")
+    if env_name:
+        environment = _project().environment(env_name)
+        return environment.targets, environment
+    if not targets:
+        raise click.UsageError("Missing option '--to' (or '--env' for the targets of an environment of hotload.toml).")
+    return list(targets), None
+
+
+def _timeout(given, environment) -> float:
+    """--timeout when given, else the environment's poll_timeout, else 120 s."""
+    if given is not None:
+        return given
+    return float(environment.value("poll_timeout")) if environment is not None else 120.0
+
+
 # -- diff ---------------------------------------------------------------------------------
 
 
 @main.command("diff")
 @click.argument("packages", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "target_text", required=True, help="Staging directory of the image to compare with.")
-@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
-def diff_command(packages, target_text, as_json):
+@click.option("--to", "targets", multiple=True, help="Staging directory of the image to compare with. Repeat for many images.")
+@click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON (a list with many images).")
+def diff_command(packages, targets, env_name, as_json):
     """Show what would change in the image: classes and methods added, removed and changed,
     against the version of each package it has loaded (read from the server).
 
@@ -217,13 +254,20 @@ def diff_command(packages, target_text, as_json):
     from .targets import parse_target
     from .transports import open_transport
 
+    targets, _ = resolve_targets(targets, env_name)
     batch = read_push_batch(packages)
-    with open_transport(parse_target(target_text)) as transport:
-        packages = [package_plan.package for package_plan in batch.plan.packages]
-        report = compare_with_target(transport, packages, sources=batch.sources, author=batch.author)
+    reports = []
+    for target in targets:
+        with open_transport(parse_target(target)) as transport:
+            packages = [package_plan.package for package_plan in batch.plan.packages]
+            reports.append(compare_with_target(transport, packages, sources=batch.sources, author=batch.author))
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
+        data = [report.to_json() for report in reports]
+        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        return
+    for number, report in enumerate(reports):
+        if len(reports) > 1:
+            out.print(("\n" if number else "") + f"[bold]{escape(report.target)}[/]")
         for line in report.render():
             out.print(line)
 
@@ -260,35 +304,6 @@ def pack(sources, output, name, author, message, ancestor):
 
 
 # -- push --------------------------------------------------------------------------------
-
-
-def _project_environment(env_name: str):
-    """The environment `env_name` of the hotload.toml found here or in a parent folder (config.Environment)."""
-    from .config import FILE_NAME, ConfigError, ProjectConfig
-
-    project = ProjectConfig.find()
-    if project is None:
-        raise ConfigError(f"no {FILE_NAME} in this folder or any parent; create one with an [env.NAME] table and its targets")
-    return project.environment(env_name)
-
-
-def resolve_targets(targets, env_name):
-    """(the targets to use, the environment or None): the --to given, or the targets of --env."""
-    if env_name and targets:
-        raise InputError("give either --env or --to, not both")
-    if env_name:
-        environment = _project_environment(env_name)
-        return environment.targets, environment
-    if not targets:
-        raise click.UsageError("Missing option '--to' (or '--env' for the targets of an environment of hotload.toml).")
-    return list(targets), None
-
-
-def _timeout(given, environment) -> float:
-    """--timeout when given, else the environment's poll_timeout, else 120 s."""
-    if given is not None:
-        return given
-    return float(environment.value("poll_timeout")) if environment is not None else 120.0
 
 
 class PushPrinter:
@@ -432,10 +447,6 @@ def print_status(status):
         out.print("  " + ", ".join(f"{k} {v} ms" for k, v in status.timings_ms.items()))
 
 
-TO_HELP = "Staging directory: path, sftp://[user@]host[:port]/path or host:path. Repeat for many images."
-ENV_HELP = "The targets of this environment of hotload.toml (instead of --to)."
-
-
 @main.command()
 @click.argument("packages", nargs=-1, required=True, type=click.Path())
 @click.option("--to", "targets", multiple=True, help=TO_HELP)
@@ -529,41 +540,46 @@ def _upload_loader_sources(transport, dialect) -> str:
 
 
 @main.command("install-loader")
-@click.option("--to", "target_text", required=True, help="The staging directory the loader will poll.")
+@click.option("--to", "targets", multiple=True, help="The staging directory the loader will poll.")
+@click.option("--env", "env_name", help="Each target of this environment of hotload.toml in turn (instead of --to).")
 @click.option("--dialect", type=click.Choice(["gst", "pharo", "squeak"]), required=True)
 @click.option("--image", type=click.Path(), help="Bake the loader into this image file (build time).")
 @click.option("--vm", help="Pharo or Squeak VM to run for --image (else the command is printed).")
 @click.option("--live-port", type=int, help="Install into a running gst image served by gst-remote on this port.")
 @click.option("--interval", default=2000, show_default=True, help="Poll interval in milliseconds.")
 @click.option("--priority", type=int, default=None, help="Poll process priority (default: the dialect's, above the web server).")
-def install_loader(target_text, dialect, image, vm, live_port, interval, priority):
+def install_loader(targets, env_name, dialect, image, vm, live_port, interval, priority):
     """Put the loader into an image: bake it, load it live, or print the snippet to evaluate."""
     from .install import InstallError, LoaderInstaller
     from .targets import parse_target
     from .transports import open_transport
 
-    target = parse_target(target_text)
-    if image:
-        if not target.path.startswith("/"):
-            raise InstallError(f"give the staging directory as an absolute path for --image (not {target.path!r})")
-        result = LoaderInstaller(dialect, target.path, interval, priority).bake(image, vm)
-    else:
-        if live_port and dialect != "gst":
-            raise InstallError("--live-port works for GNU Smalltalk only; without it the snippet is printed")
-        with open_transport(target) as transport:
-            folder = _upload_loader_sources(transport, dialect)
-            installer = LoaderInstaller(dialect, str(transport.root), interval, priority)
-            if live_port:
-                host = None if target.is_local else (f"{target.user}@{target.host}" if target.user else target.host)
-                result = installer.live(live_port, folder, host, transport=transport)
-            else:
-                result = installer.snippet(folder)
-    out.print(f"[bold]loader for {result.dialect}[/] ({result.way}), staging directory {result.staging}")
-    for action in result.actions:
-        out.print(f"  - {action}")
-    if result.snippet:
-        click.echo("")
-        click.echo(result.snippet)
+    targets, _ = resolve_targets(targets, env_name)
+    if len(targets) > 1 and (image or env_name is None):
+        raise InstallError("give one --to (--image bakes one image); --env installs into each target of an environment in turn")
+    if live_port and dialect != "gst" and not image:
+        raise InstallError("--live-port works for GNU Smalltalk only; without it the snippet is printed")
+    for target_text in targets:
+        target = parse_target(target_text)
+        if image:
+            if not target.path.startswith("/"):
+                raise InstallError(f"give the staging directory as an absolute path for --image (not {target.path!r})")
+            result = LoaderInstaller(dialect, target.path, interval, priority).bake(image, vm)
+        else:
+            with open_transport(target) as transport:
+                folder = _upload_loader_sources(transport, dialect)
+                installer = LoaderInstaller(dialect, str(transport.root), interval, priority)
+                if live_port:
+                    host = None if target.is_local else (f"{target.user}@{target.host}" if target.user else target.host)
+                    result = installer.live(live_port, folder, host, transport=transport)
+                else:
+                    result = installer.snippet(folder)
+        out.print(f"[bold]loader for {result.dialect}[/] ({result.way}), staging directory {result.staging}")
+        for action in result.actions:
+            out.print(f"  - {action}")
+        if result.snippet:
+            click.echo("")
+            click.echo(result.snippet)
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -671,18 +687,20 @@ def print_many(many):
 
 
 @main.command()
-@click.option("--to", "targets", multiple=True, required=True, help="The staging directory to inspect. Repeat for many images.")
+@click.option("--to", "targets", multiple=True, help="The staging directory to inspect. Repeat for many images.")
+@click.option("--env", "env_name", help=ENV_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def status(targets, as_json):
+def status(targets, env_name, as_json):
     """Show the loader's heartbeat, the last batch, the lock, the loaded packages and recent history.
 
-    With many --to: one row per image, and the packages whose versions differ between them; the exit
-    status is the highest of the images'.
+    With many --to (or an environment of many targets): one row per image, and the packages whose
+    versions differ between them; the exit status is the highest of the images'.
     """
     from .status import ManyStatus, StagingState
     from .targets import parse_target
     from .transports import open_transport
 
+    targets, _ = resolve_targets(targets, env_name)
     if len(targets) == 1:
         with open_transport(parse_target(targets[0])) as transport:
             state = StagingState.read(transport)
@@ -708,11 +726,7 @@ def status(targets, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def config(env_name, as_json):
     """Show the environments of hotload.toml (found here or in a parent folder) and where each setting comes from."""
-    from .config import FILE_NAME, ConfigError, ProjectConfig
-
-    project = ProjectConfig.find()
-    if project is None:
-        raise ConfigError(f"no {FILE_NAME} in this folder or any parent; create one with an [env.NAME] table and its targets")
+    project = _project()
     environments = [project.environment(env_name)] if env_name else [project.environments[n] for n in sorted(project.environments)]
     if as_json:
         click.echo(json.dumps({"file": str(project.path), "environments": [e.to_json() for e in environments]}, indent=2))
