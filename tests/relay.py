@@ -11,8 +11,18 @@ In a test, a TCP relay on a port of its own:
         ...  connect to 127.0.0.1:relay.port ...
     relay.cut()     # close every connection now (the client sees the server hang up)
     relay.stall()   # stop relaying on the open connections without closing them (a dead network)
+
+A relay at a distance, for benchmarks (this kernel has no netem):
+
+    with Relay(sshd.port, delay=0.025) as relay:   # 25 ms each way: a 50 ms round trip
+        ...
+    relay.turns()   # how often the client spoke again after a silence of most of a round trip
+
+Each chunk read is stamped on arrival and written out at arrival + `delay`, in order, by a thread per
+direction; the delay does not grow with the bytes in flight (no bandwidth limit is added).
 """
 
+import collections
 import os
 import selectors
 import socket
@@ -23,9 +33,13 @@ from typing import List, Optional
 
 
 class Relay:
-    def __init__(self, target_port: int, cut_after: Optional[int] = None):
+    def __init__(self, target_port: int, cut_after: Optional[int] = None, delay: float = 0.0):
         self.target_port = target_port
         self.cut_after = cut_after
+        #: seconds each chunk is held in each direction (a round trip of 2 x delay)
+        self.delay = delay
+        #: per connection: (monotonic time of arrival, upstream?) for every chunk read
+        self.arrivals: dict = collections.defaultdict(list)
         self.upstream_bytes = 0
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -61,11 +75,28 @@ class Relay:
             threading.Thread(target=self._pipe, args=(number, server, client, False), daemon=True).start()
 
     def _pipe(self, number: int, source: socket.socket, sink: socket.socket, upstream: bool):
+        if self.delay:
+            queue = collections.deque()
+            ready = threading.Condition()
+            threading.Thread(target=self._release, args=(queue, ready, source, sink), daemon=True).start()
+        delayed_end = False
         try:
             while True:
-                data = source.recv(65536)
+                data = source.recv(262144)
                 if not data:
+                    if self.delay:  # the end goes through after the bytes before it
+                        with ready:
+                            queue.append((time.monotonic() + self.delay, None))
+                            ready.notify()
+                        delayed_end = True
                     break
+                arrived = time.monotonic()
+                self.arrivals[number].append((arrived, upstream))
+                if self.delay:
+                    with ready:
+                        queue.append((arrived + self.delay, data))
+                        ready.notify()
+                    continue
                 while number in self._stalled and not self._closed:
                     time.sleep(0.05)  # hold the bytes: nothing goes through, nothing is closed
                 if upstream:
@@ -81,8 +112,45 @@ class Relay:
         except OSError:
             pass
         finally:
+            if not delayed_end:
+                for end in (source, sink):
+                    _hang_up(end)
+
+    def _release(self, queue, ready, source, sink):
+        """Writes each chunk at its arrival time + delay, in order; passes on the end of the stream."""
+        try:
+            while True:
+                with ready:
+                    while not queue:
+                        ready.wait()
+                    due, data = queue.popleft()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if data is None:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
             for end in (source, sink):
                 _hang_up(end)
+
+    def turns(self, number: Optional[int] = None, silence: Optional[float] = None) -> int:
+        """Round trips the client waited for on connection `number` (default: the last): the times it sent
+        again after a silence of at least `silence` (default 0.8 x the round trip) that followed an
+        answer from the server. Counts the first chunk too (the connection's start)."""
+        number = number or self.connections
+        silence = 1.6 * self.delay if silence is None else silence
+        count, last_up, answered = 0, None, True
+        for stamp, upstream in self.arrivals[number]:
+            if not upstream:
+                answered = True
+                continue
+            if last_up is None or (answered and stamp - last_up >= silence):
+                count += 1
+            last_up, answered = stamp, False
+        return count
 
     def stall(self):
         """Stop relaying on every open connection, without closing it; later connections still work."""

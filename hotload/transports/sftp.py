@@ -23,11 +23,15 @@ from typing import List, Optional
 from collections import deque
 
 import paramiko
-from paramiko.sftp import CMD_WRITE, int64
+from paramiko.sftp import (
+    CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR,
+    CMD_STATUS, CMD_WRITE, SFTP_EOF, SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, int64,
+)
+from paramiko.sftp_attr import SFTPAttributes
 
 from ..errors import TargetError
 from ..protocol import TEMP_PREFIX
-from .base import FOLDER, Progress, Transport, translating_errors
+from .base import FOLDER, Progress, Transport, describe_os_error, translating_errors
 from .local import kind_of_mode
 
 # paramiko logs a lost connection (with a traceback) from its reader thread; the user gets one line from us.
@@ -41,10 +45,18 @@ MAX_PACKET = 32 * 1024
 CHUNK = 256 * 1024
 #: SSH packets per SFTP write request (see `_write_request_size`): about 64 KiB
 PACKETS_PER_WRITE = 2
-#: write requests in flight (about 1 MiB) before waiting for the oldest acknowledgement.
-#: Measured with benchmarks/upload.py: more in flight was slower (the sender then
+#: write requests in flight (about 1 MiB) before waiting for the oldest acknowledgement, near the server.
+#: Measured with benchmarks/upload.py on loopback: more in flight was slower (the sender then
 #: stalls on the server's channel window and competes with paramiko's reader thread).
 MAX_OUTSTANDING = 16
+#: ... and at a distance (a round trip of FAR_ROUND_TRIP or more, measured on the first open): about
+#: 2 MiB, what OpenSSH's sftp keeps in flight (64 requests of 32 KiB) and the window of OpenSSH's channel
+FAR_OUTSTANDING = 32
+FAR_ROUND_TRIP = 0.003
+#: files opened ahead of the one being written, so that an open costs no round trip of its own
+OPEN_AHEAD = 64
+#: bytes per SSH_FXP_READ (OpenSSH's sftp-server answers at most 256 KiB; 32 KiB is what every server takes)
+READ_SIZE = 32 * 1024
 #: AES-GCM first: one pass in C for cipher and integrity, no separate HMAC in Python
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 
@@ -110,6 +122,77 @@ def _has_private_write_calls(sftp) -> bool:
     return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
 
 
+class _Bytes:
+    """bytes read like a file, for `upload_many`."""
+
+    def __init__(self, data: bytes):
+        self.data, self.offset = data, 0
+
+    def read(self, size: int) -> bytes:
+        block = self.data[self.offset:self.offset + size]
+        self.offset += len(block)
+        return bytes(block)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Replies:
+    """Requests sent without waiting: paramiko hands each reply to `_async_response` (so none is dropped
+    unread, as paramiko drops the replies of requests nobody waits for), and `wait` raises an error reply
+    where it is waited for. Each blocking wait counts in the transport's `waits`."""
+
+    def __init__(self, transport: "SftpTransport"):
+        self.transport = transport
+        self.sftp = transport.sftp
+        self.replies = {}
+        self.names = {}  # request number -> the file it is about, for the error message
+        self.failed: Optional[str] = None
+
+    def send(self, kind: int, *args, name: str = "") -> int:
+        number = self.sftp._async_request(self, kind, *args)
+        self.names[number] = name
+        return number
+
+    def _async_response(self, kind, message, number):
+        self.replies[number] = (kind, message)
+
+    def raw(self, number: int):
+        """(kind, message) of the reply to `number`, waiting for it if it has not come yet."""
+        if number not in self.replies:
+            self.transport.waits += 1
+            while number not in self.replies:
+                self.sftp._read_response()
+        self.names.pop(number, None)
+        return self.replies.pop(number)
+
+    def wait(self, number: int):
+        """The reply to `number`; an error status raises (OSError, FileNotFoundError, ...)."""
+        name = self.names.get(number, "")
+        kind, message = self.raw(number)
+        if kind == CMD_STATUS:
+            try:
+                self.sftp._convert_status(message)
+            except (OSError, EOFError):
+                self.failed = name
+                raise
+        return kind, message
+
+    def handle(self, number: int) -> bytes:
+        kind, message = self.wait(number)
+        if kind != CMD_HANDLE:
+            raise paramiko.SFTPError("Expected handle")
+        return message.get_binary()
+
+    def close(self, handle: bytes):
+        """Close without waiting: nothing the caller needs depends on the answer, and the server handles
+        every later request after it."""
+        self.send(CMD_CLOSE, handle)
+
+
 def _write_request_size(channel: paramiko.Channel, handle: bytes) -> int:
     """Data bytes per SSH_FXP_WRITE so that each request fills whole SSH packets.
 
@@ -133,6 +216,24 @@ class SftpTransport(Transport):
         self.root = root
         self.description = description
         self.io_timeout = io_timeout
+        #: blocking waits for a reply from the server (each one a round trip at a distance); see `_count_waits`
+        self.waits = 0
+        #: the round trip measured on the last upload's first open, in seconds
+        self.round_trip: Optional[float] = None
+        self._count_waits()
+
+    def _count_waits(self):
+        """Count paramiko's own waits for one reply (its synchronous requests) in `waits`."""
+        read = getattr(self.sftp, "_read_response", None)
+        if read is None:
+            return
+
+        def counting(waitfor=None):
+            if waitfor is not None:
+                self.waits += 1
+            return read(waitfor)
+
+        self.sftp._read_response = counting
 
     @classmethod
     def connect(cls, target, timeout: float = 15.0, io_timeout: float = IO_TIMEOUT) -> "SftpTransport":
@@ -251,10 +352,18 @@ class SftpTransport(Transport):
 
     @translating_errors
     def make_folder(self, name: str) -> None:
+        # mkdir first, lstat only when it fails: the folder is new on every push, so this is one round trip
+        try:
+            self.sftp.mkdir(self._path(name), mode=0o700)
+            return
+        except OSError as error:
+            if isinstance(error, socket.timeout):
+                raise
+            refused = error
         kind = self.kind(name)
         if kind is None:
-            self.sftp.mkdir(self._path(name), mode=0o700)
-        elif kind != FOLDER:
+            raise refused
+        if kind != FOLDER:
             raise TargetError(f"{name} in {self.description} is a {kind}, not a folder; remove it by hand")
 
     @translating_errors
@@ -273,13 +382,100 @@ class SftpTransport(Transport):
 
     @translating_errors
     def list_names(self, folder: str = "") -> List[str]:
+        path = self._path(folder) if folder else self.root
         try:
-            return sorted(self.sftp.listdir(self._path(folder) if folder else self.root))
+            if not _has_private_write_calls(self.sftp):
+                return sorted(self.sftp.listdir(path))
+            return sorted(self._list_pipelined(path))
         except FileNotFoundError:
             return []
 
+    def _list_pipelined(self, path: str) -> List[str]:
+        """opendir, then two readdirs at a time and a close nobody waits for: two round trips for a
+        folder of up to two replies' worth of names (OpenSSH's sftp-server sends 100 a reply)."""
+        replies = _Replies(self)
+        handle = replies.handle(replies.send(CMD_OPENDIR, self._remote(path)))
+        names = []
+        try:
+            done = False
+            while not done:
+                for number in [replies.send(CMD_READDIR, handle) for _ in range(2)]:
+                    kind, message = replies.raw(number)
+                    if kind == CMD_STATUS:
+                        code = message.get_int()
+                        if code == SFTP_EOF:
+                            done = True
+                            continue
+                        message.rewind()
+                        message.get_int()  # the request number
+                        self.sftp._convert_status(message)
+                    if kind != CMD_NAME:
+                        raise paramiko.SFTPError("Expected name response")
+                    for _ in range(message.get_int()):
+                        filename = message.get_text()
+                        message.get_text()  # the long name
+                        SFTPAttributes._from_msg(message)
+                        if filename not in (".", ".."):
+                            names.append(filename)
+        finally:
+            replies.close(handle)
+        return names
+
+    def _remote(self, path: str) -> bytes:
+        adjust = getattr(self.sftp, "_adjust_cwd", None)
+        return adjust(path) if adjust else path.encode()
+
     @translating_errors
     def _read_file(self, name: str, limit: int, tail: bool = False) -> bytes:
+        if not _has_private_write_calls(self.sftp):
+            return self._read_file_public(name, limit, tail)
+        replies = _Replies(self)
+        handle = replies.handle(replies.send(CMD_OPEN, self._remote(self._path(name)), SFTP_FLAG_READ, SFTPAttributes()))
+        try:
+            # the size and the first block in one round trip; the rest (a large file) pipelined
+            size_number = replies.send(CMD_FSTAT, handle)
+            first = None if tail else replies.send(CMD_READ, handle, int64(0), READ_SIZE)
+            _, message = replies.wait(size_number)
+            size = SFTPAttributes._from_msg(message).st_size or 0
+            if size > limit and not tail:
+                raise self._too_large(name, limit)  # not read at all
+            start = max(0, size - limit) if tail else 0
+            wanted = limit if tail else limit + 1
+            end = start + min(wanted, size + 1 - start)  # one byte past the size: a file that grew shows
+            data = bytearray()
+            offset = start
+            numbers = deque()
+            if first is not None:
+                numbers.append((first, 0))
+                offset = READ_SIZE
+            at_end = False
+            while numbers or (offset < end and not at_end):
+                while offset < end and not at_end and len(numbers) < MAX_OUTSTANDING:
+                    numbers.append((replies.send(CMD_READ, handle, int64(offset), min(READ_SIZE, end - offset)), offset))
+                    offset += READ_SIZE
+                number, where = numbers.popleft()
+                kind, message = replies.raw(number)
+                if kind == CMD_STATUS:
+                    code = message.get_int()
+                    if code != SFTP_EOF:
+                        message.rewind()
+                        message.get_int()
+                        self.sftp._convert_status(message)
+                    at_end = True
+                    continue
+                if kind != CMD_DATA:
+                    raise paramiko.SFTPError("Expected data")
+                block = message.get_string()
+                if at_end or where != start + len(data):
+                    continue  # after the end, or after a short read (then the file shrank: what came is enough)
+                data += block
+                if len(block) < min(READ_SIZE, end - where):
+                    at_end = True
+            return bytes(data[:wanted])
+        finally:
+            replies.close(handle)
+
+    def _read_file_public(self, name: str, limit: int, tail: bool = False) -> bytes:
         with self.sftp.open(self._path(name), "rb") as handle:
             size = handle.stat().st_size
             if size > limit:
@@ -291,51 +487,103 @@ class SftpTransport(Transport):
 
     @translating_errors
     def write(self, name: str, data: bytes) -> None:
-        with self.sftp.open(self._path(name), "wb") as handle:
-            handle.set_pipelined(True)
-            handle.write(data)
+        if not _has_private_write_calls(self.sftp):
+            with self.sftp.open(self._path(name), "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(data)
+            return
+        self._upload_many([(data, name)], None, None)
 
     @translating_errors
     def upload(self, local_path: str, name: str, progress: Progress = None) -> None:
-        """Pipelined writes: up to MAX_OUTSTANDING requests in flight, acknowledgements read oldest first.
+        """Pipelined writes, acknowledgements read oldest first (see `upload_many`).
 
         (paramiko's own pipelined SFTPFile.write waits for every outstanding reply each
         time more than 100 are queued, which empties the pipe.) With a paramiko that lacks
         the private calls this needs, the upload goes through its public pipelined write.
         """
-        sftp = self.sftp
-        with open(local_path, "rb") as source, sftp.open(self._path(name), "wb") as handle:
-            try:
-                if _has_private_write_calls(sftp):
-                    self._upload_pipelined(source, handle, progress)
-                else:
+        if not _has_private_write_calls(self.sftp):
+            with open(local_path, "rb") as source, self.sftp.open(self._path(name), "wb") as handle:
+                try:
                     self._upload_public(source, handle, progress)
-            except (socket.timeout, EOFError, paramiko.SSHException):
-                # Drop the connection now: closing the handle would otherwise wait for the server once more.
-                self.client.close()
-                raise
+                except (socket.timeout, EOFError, paramiko.SSHException):
+                    # Drop the connection now: closing the handle would otherwise wait for the server once more.
+                    self.client.close()
+                    raise
+            return
+        self._upload_many([(local_path, name)], (lambda _, sent: progress(sent)) if progress else None, None)
 
-    def _upload_pipelined(self, source, handle: paramiko.SFTPFile, progress: Progress) -> None:
-        sftp = self.sftp
-        size = _write_request_size(sftp.sock, handle.handle)
-        pending = deque()
-        offset = 0
+    def upload_many(self, items, progress=None, on_file=None) -> None:
+        """Every (local path or bytes, name) of `items`, in order, pipelined across files: the opens go
+        OPEN_AHEAD files ahead, the closes are not waited for one by one, the writes keep a window in
+        flight (MAX_OUTSTANDING, or FAR_OUTSTANDING when the round trip is long). Returns only when every
+        write and every close has been answered OK; the first error reply raises a TargetError naming
+        its file (and nothing more is sent)."""
+        if not _has_private_write_calls(self.sftp):
+            return super().upload_many(items, progress, on_file)
+        if self.lost:
+            raise TargetError(self.lost)
+        current = items[0][1] if items else ""
         try:
-            while True:
-                block = source.read(size)
-                if not block:
-                    break
-                pending.append(sftp._async_request(type(None), CMD_WRITE, handle.handle, int64(offset), block))
-                offset += len(block)
-                if len(pending) > MAX_OUTSTANDING:
-                    sftp._read_response(pending.popleft())  # raises on an error status
-                if progress:
-                    progress(len(block))
-            while pending:
-                sftp._read_response(pending.popleft())
-        finally:
-            # Replies still owed are read and dropped by the next request on this connection.
-            pending.clear()
+            self._upload_many(items, progress, on_file)
+        except self.connection_errors as error:
+            failed = getattr(error, "_hotload_name", None) or current
+            detail = self._connection_lost(error) or describe_os_error(error)
+            raise TargetError(f"upload {failed} at {self.description} failed: {detail}") from None
+
+    def _upload_many(self, items, progress, on_file) -> None:
+        sftp = self.sftp
+        replies = _Replies(self)
+        flags = SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC | SFTP_FLAG_WRITE
+        opens = deque()  # (request number, index) of the opens sent ahead
+        writes = deque()  # request numbers of writes in flight, oldest first
+        closes = []
+        window = MAX_OUTSTANDING
+        next_open = 0
+        current = ""
+        try:
+            for index, (source, name) in enumerate(items):
+                current = name
+                while next_open < len(items) and next_open <= index + OPEN_AHEAD:
+                    target = items[next_open][1]
+                    opens.append(replies.send(CMD_OPEN, self._remote(self._path(target)), flags, SFTPAttributes(), name=target))
+                    next_open += 1
+                if on_file:
+                    on_file(name)
+                started = time.monotonic()
+                handle = replies.handle(opens.popleft())
+                if index == 0:
+                    self.round_trip = time.monotonic() - started
+                    if self.round_trip >= FAR_ROUND_TRIP:
+                        window = FAR_OUTSTANDING
+                size = _write_request_size(sftp.sock, handle)
+                offset = 0
+                with (open(source, "rb") if not isinstance(source, (bytes, bytearray)) else _Bytes(source)) as reader:
+                    while True:
+                        block = reader.read(size)
+                        if not block:
+                            break
+                        writes.append(replies.send(CMD_WRITE, handle, int64(offset), block, name=name))
+                        offset += len(block)
+                        while len(writes) > window:
+                            replies.wait(writes.popleft())  # raises on an error status
+                        if progress:
+                            progress(name, len(block))
+                closes.append(replies.send(CMD_CLOSE, handle, name=name))
+            current = ""
+            while writes:
+                replies.wait(writes.popleft())
+            for number in closes:
+                replies.wait(number)  # a close can fail too (e.g. a full disk noticed at the flush)
+        except (socket.timeout, EOFError, paramiko.SSHException):
+            # Drop the connection now: the clean-up would otherwise wait for the server once more.
+            self.client.close()
+            raise
+        except OSError as error:
+            error._hotload_name = replies.failed or current
+            raise
+        # Replies still owed after an error are read and kept by `replies`, unread, when the next request
+        # on this connection waits: the clean-up's requests are handled after these by the server.
 
     @staticmethod
     def _upload_public(source, handle: paramiko.SFTPFile, progress: Progress) -> None:
