@@ -88,3 +88,36 @@ r := HLPlatform current installBatch: b.
 Transcript showCr: 'after: ', r isOk printString, ' ', HLAhead new other printString.""")
     assert found["ahead"] == "0" and found["undeclared"] == "false"
     assert found["after"] == "true #HLAheadLater"
+
+
+SAMPLER = """| e b sampler seen samples done |
+HLApplier new platform: HLPlatform current; installFile: {v1}.
+e := HLPackageEntry forFile: {v2}.
+e readWith: HLPlatform current.
+b := HLBatch new entries: (Array with: e); yourself.
+seen := 0. samples := 0. done := false.
+sampler := [ [ done ] whileFalse: [
+        (Delay forMilliseconds: 1) wait.
+        samples := samples + 1.
+        1 to: 300 do: [ :i | (HLAhead new perform: ('m', i printString) asSymbol) = (1 + i) ifFalse: [ seen := seen + 1 ] ] ] ]
+    forkAt: Processor userInterruptPriority.
+{before}
+HLPlatform current prepareBatch: b.
+done := true.
+(Delay forMilliseconds: 5) wait.
+Transcript showCr: 'samples: ', samples printString.
+Transcript showCr: 'seen: ', seen printString.
+"""
+
+
+def test_a_process_above_never_sees_a_method_compiled_ahead(tmp_path):
+    """A process above the compiling one (as a request is) wakes every millisecond while 300 methods are compiled
+    ahead and runs all of them: it never runs a new one. Each wake-up preempts the compiling process wherever
+    it is, except inside the platform's withoutPreemption:, where the new method is in place. (With a
+    withoutPreemption: that only evaluates its block, the same run saw a new method 1 to 4 times in each of 4 runs.)"""
+    body = lambda answer: "".join(method("HLAhead", f"m{i}\n\t^ {answer} + {i}") for i in range(1, 301))
+    v1 = make_package(tmp_path / "1", "HLAhead", class_def("HLAhead", category="HLAhead") + body(1))
+    v2 = make_package(tmp_path / "2", "HLAhead", class_def("HLAhead", category="HLAhead") + body(2))
+    found = run(SAMPLER.format(v1=st_string(v1), v2=st_string(v2), before=""))
+    assert int(found["samples"]) >= 5, found  # it woke up throughout the compiling
+    assert found["seen"] == "0", found
