@@ -143,7 +143,7 @@ class _Bytes:
 class _Replies:
     """Requests sent without waiting: paramiko hands each reply to `_async_response` (so none is dropped
     unread, as paramiko drops the replies of requests nobody waits for), and `wait` raises an error reply
-    where it is waited for. Each blocking wait counts in the transport's `waits`."""
+    where it is waited for. A wait that finds nothing received yet counts in the transport's `waits`."""
 
     def __init__(self, transport: "SftpTransport"):
         self.transport = transport
@@ -162,10 +162,11 @@ class _Replies:
 
     def raw(self, number: int):
         """(kind, message) of the reply to `number`, waiting for it if it has not come yet."""
-        if number not in self.replies:
-            self.transport.waits += 1
-            while number not in self.replies:
-                self.sftp._read_response()
+        blocked = False
+        while number not in self.replies:
+            blocked = blocked or not self.sftp.sock.recv_ready()
+            self.sftp._read_response()
+        self.transport.waits += blocked
         self.names.pop(number, None)
         return self.replies.pop(number)
 
@@ -230,7 +231,7 @@ class SftpTransport(Transport):
 
         def counting(waitfor=None):
             if waitfor is not None:
-                self.waits += 1
+                self.waits += 1  # the reply to a request just sent: never there yet
             return read(waitfor)
 
         self.sftp._read_response = counting
