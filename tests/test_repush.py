@@ -292,6 +292,14 @@ def test_a_repush_over_sftp_uploads_nothing(ssh_home, tmp_path, packages, monkey
     monkeypatch.setattr(SftpTransport, "upload", lambda self, local, name, progress=None: (
         uploaded.append(os.path.getsize(local)), real_upload(self, local, name, progress))[1])
     monkeypatch.setattr(SftpTransport, "write", lambda self, name, data: (writes.append(name), real_write(self, name, data))[1])
+    real_many = SftpTransport.upload_many
+
+    def upload_many(self, items, progress=None, on_file=None):  # the packages and the manifest, pipelined
+        for source, name in items:
+            (writes.append(name) if isinstance(source, bytes) else uploaded.append(os.path.getsize(source)))
+        return real_many(self, items, progress, on_file)
+
+    monkeypatch.setattr(SftpTransport, "upload_many", upload_many)
     staging = tmp_path / "staging"
     loader = FakeLoader(staging, interval=0.05).start()
     try:
