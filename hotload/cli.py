@@ -320,7 +320,7 @@ class PushPrinter:
         self._task = None
         self._spinner = None
 
-    def deploy(self, batch, options):
+    def deploy_for(self, batch, options):
         """A `Rollout(deploy=...)` maker: one deploy.Deploy per target, telling this printer."""
         from .deploy import Deploy
 
@@ -482,7 +482,7 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
     alone = len(targets) == 1 and not as_json  # its error is reported as the command's own
     printer = PushPrinter(quiet=as_json, errors=None if alone else "lines")
     try:
-        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy(batch, options), on_result=printer.result).run()
+        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options), on_result=printer.result).run()
     finally:
         printer.stop()
     if alone and rollout.results[0].error is not None:
@@ -516,7 +516,7 @@ def watch(paths, targets, env_name, dist, author, timeout):
     def push_now(packages):
         batch = PushBatch.of(LoadPlan.build([read_mcz(p) for p in packages]))
         try:
-            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy(batch, options), on_result=printer.result).run()
+            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options), on_result=printer.result).run()
         finally:
             printer.stop()
         if rollout.not_reached:  # the watcher pushes these packages again with the next change

@@ -116,3 +116,12 @@ def test_a_bad_project_file_names_file_line_and_key(tmp_path, packages):
     write_config(tmp_path, '[env.beta]\ntargets = ["/srv/staging"]\npoll_timeout = "soon"\n')
     line = one_line_error(run_hotload("status", "--env", "beta", cwd=tmp_path), 2)
     assert "hotload.toml:3: env.beta.poll_timeout: must be a number of seconds" in line
+
+
+def test_install_loader_env_puts_the_loader_sources_into_each_target(tmp_path):
+    write_config(tmp_path, f'[env.two]\ntargets = ["{tmp_path / "a"}", "{tmp_path / "b"}"]\n')
+    result = run_hotload("install-loader", "--env", "two", "--dialect", "gst", cwd=tmp_path, check=True)
+    assert result.stdout.count("loader for gst (snippet)") == 2
+    assert all(list((tmp_path / name).rglob("*.st")) for name in ("a", "b"))
+    baked = run_hotload("install-loader", "--env", "two", "--dialect", "gst", "--image", tmp_path / "app.im", cwd=tmp_path)
+    assert "--image bakes one image" in one_line_error(baked, 2)
