@@ -3,12 +3,17 @@ from the working directory upward), its poll_timeout as push --wait's default ti
 errors as one line with exit 2."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from conftest import run_hotload
 from fake_loader import FakeLoader
-from helpers import shop_packages
+from helpers import class_def, method, shop_packages
+from hotload import protocol
 
 
 def write_config(folder, text):
@@ -125,3 +130,24 @@ def test_install_loader_env_puts_the_loader_sources_into_each_target(tmp_path):
     assert all(list((tmp_path / name).rglob("*.st")) for name in ("a", "b"))
     baked = run_hotload("install-loader", "--env", "two", "--dialect", "gst", "--image", tmp_path / "app.im", cwd=tmp_path)
     assert "--image bakes one image" in one_line_error(baked, 2)
+
+
+def test_watch_env_pushes_each_change_to_every_target(project):
+    source = project / "Shop-Watch.st"
+    source.write_text(class_def("WatchedThing", category="Shop-Watch"))
+    records = [project / "staging" / protocol.LOADED, project / "staging2" / protocol.LOADED]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotload", "watch", str(source), "--env", "prod", "--dist", str(project / "dist"), "--author", "watcher"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project,
+    )
+    try:
+        time.sleep(1.5)
+        source.write_text(class_def("WatchedThing", category="Shop-Watch") + method("WatchedThing", "round\n\t^ 1"))
+        deadline = time.time() + 20
+        while not all("Shop-Watch-watcher.1" in record.read_text() for record in records) and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    assert all("Shop-Watch-watcher.1" in record.read_text() for record in records), out + err
+    assert out.count("batch ") >= 2 and "Traceback" not in err
