@@ -153,6 +153,40 @@ class ManifestEntry:
     version: str
 
 
+_HEALTH_URL = re.compile(r"^http://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[\x21-\x7e]*)?$")
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """The manifest's `health` row: after the install and before the save the loader GETs `url` (as seen from the
+    server) and needs `status` and, when given, `body` in the answer within `timeout_ms`; else it undoes the
+    batch and saves nothing."""
+
+    url: str
+    status: int = 200
+    timeout_ms: int = 10000
+    body: str = ""
+
+    def row(self) -> Tuple:
+        return ("health", self.check().url, self.status, self.timeout_ms, self.body)
+
+    def check(self) -> "HealthCheck":
+        if len(self.url) > 2000 or not _HEALTH_URL.match(self.url):
+            raise InputError(f"health check URL {self.url!r} must be http://host[:port]/path (the loader speaks plain HTTP)")
+        if not 100 <= self.status <= 599 or not 1 <= self.timeout_ms <= 600000:
+            raise InputError("health check: status must be 100 to 599 and the timeout 1 ms to 600 s")
+        return self
+
+    @classmethod
+    def from_row(cls, row: List[str]) -> "HealthCheck":
+        if len(row) not in (4, 5) or not re.match(r"^[0-9]{3}$", row[2]) or not re.match(r"^[0-9]{1,6}$", row[3]):
+            raise ProtocolError(f"bad health line in manifest: {' '.join(row)!r}")
+        try:
+            return cls(row[1], int(row[2]), int(row[3]), row[4] if len(row) == 5 else "").check()
+        except InputError as error:
+            raise ProtocolError(f"bad health line in manifest: {error}") from None
+
+
 @dataclass
 class Manifest:
     batch: str
@@ -160,11 +194,12 @@ class Manifest:
     holder: str
     entries: List[ManifestEntry]
     client: str = f"hotload {__version__}"
+    health: Optional[HealthCheck] = None
 
     @classmethod
-    def new(cls, entries: List[ManifestEntry], batch: Optional[str] = None) -> "Manifest":
+    def new(cls, entries: List[ManifestEntry], batch: Optional[str] = None, health: Optional[HealthCheck] = None) -> "Manifest":
         now = time.time()
-        return cls(batch or new_batch_id(now), now, holder_name(), entries)
+        return cls(batch or new_batch_id(now), now, holder_name(), entries, health=health)
 
     def render(self) -> str:
         rows = [
@@ -175,15 +210,23 @@ class Manifest:
         for entry in self.entries:
             check_package_file_name(entry.file)
             rows.append(("package", entry.position, entry.file, entry.size, entry.sha256, entry.version))
+        if self.health is not None:
+            rows.append(self.health.row())
         return render_record("manifest", rows)
 
     @classmethod
     def parse(cls, text: str) -> "Manifest":
         fields: Dict[str, List[str]] = {}
         entries = []
+        health = None
         for row in parse_record(text, "manifest"):
             if row[0] == "end":
                 raise ProtocolError("the manifest has text after an 'end' line")
+            if row[0] == "health":
+                if health is not None:
+                    raise ProtocolError("the manifest has two health lines")
+                health = HealthCheck.from_row(row)
+                continue
             if row[0] == "package":
                 if len(row) != 6 or not _DIGITS.match(row[1]) or not _DIGITS.match(row[3]) or not _SHA256.match(row[4]):
                     raise ProtocolError(f"bad package line in manifest: {' '.join(row)!r}")
@@ -205,7 +248,7 @@ class Manifest:
         created_text = (fields.get("created") or ["0"])[0]
         created = float(created_text) if _DIGITS.match(created_text) else 0.0
         client = fields.get("client") or ["", ""]
-        return cls(batch, created, client[1] if len(client) > 1 else "", entries, client[0])
+        return cls(batch, created, client[1] if len(client) > 1 else "", entries, client[0], health)
 
 
 # -- lock -----------------------------------------------------------------------------------

@@ -68,3 +68,45 @@ def wait_for_snapshot(image: Path, timeout: float) -> None:
     while not snapshot.exists() and time.monotonic() < deadline:
         time.sleep(0.0005)
     assert snapshot.exists(), "the loader never started its snapshot"
+
+
+def stage_batch(staging: Path, packages, health=None) -> str:
+    """Stage a batch as a push does (folder published under its name, manifest built by the client's
+    protocol module, optionally with a health check, then the trigger) and answer its id."""
+    import hashlib
+    import os
+    import shutil
+
+    from hotload import protocol
+
+    batch = protocol.new_batch_id()
+    folder = staging / protocol.temp_folder(batch)
+    folder.mkdir()
+    entries = []
+    for position, package in enumerate(packages, 1):
+        shutil.copyfile(package, folder / package.name)
+        data = package.read_bytes()
+        entries.append(protocol.ManifestEntry(position, package.name, len(data), hashlib.sha256(data).hexdigest(), package.stem))
+    (folder / protocol.MANIFEST).write_text(protocol.Manifest.new(entries, batch, health=health).render())
+    folder.rename(staging / batch)
+    temp = staging / protocol.temp_name(batch, "load")
+    temp.write_text(protocol.render_trigger(batch))
+    os.link(temp, staging / protocol.TRIGGER)
+    temp.unlink()
+    return batch
+
+
+def status_of_batch(app, batch: str, timeout: float = 60):
+    """The loader's status once it is about `batch` and the trigger is gone."""
+    from hotload import protocol
+
+    path = app.staging / protocol.STATUS
+
+    def arrived():
+        try:
+            return protocol.Status.parse(path.read_text()).batch == batch and not (app.staging / protocol.TRIGGER).exists()
+        except (OSError, protocol.ProtocolError):
+            return False
+
+    app.wait_until(arrived, f"the status of batch {batch}", timeout)
+    return protocol.Status.parse(path.read_text())

@@ -128,9 +128,10 @@ def client_manifest(data: bytes) -> List[str]:
         manifest = protocol.Manifest.parse(data.decode("utf-8"))
     except ProtocolError:
         return ["invalid"]
+    health = [row(*manifest.health.row())] if manifest.health else []
     return [row("batch", manifest.batch)] + [
         row("package", e.position, e.file, e.size, e.sha256, e.version) for e in manifest.entries
-    ]
+    ] + health
 
 
 def client_trigger(data: bytes) -> List[str]:
