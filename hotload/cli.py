@@ -227,6 +227,16 @@ def resolve_targets(targets, env_name):
     return list(targets), None
 
 
+def _health(environment):
+    """The environment's health check as the manifest carries it, or None."""
+    from .protocol import HealthCheck
+
+    check = environment.health if environment is not None else None
+    if check is None:
+        return None
+    return HealthCheck(check["url"], check["status"], int(check["timeout"] * 1000), check["body"]).check()
+
+
 def _timeout(given, environment) -> float:
     """--timeout when given, else the environment's poll_timeout, else 120 s."""
     if given is not None:
@@ -477,7 +487,7 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
     batch = read_push_batch(packages)  # checked and hashed once for every target
     options = PushOptions(
         wait=wait, timeout=_timeout(timeout, environment), break_lock=break_lock, lock_wait=lock_wait, force=force,
-        allow_downgrade=allow_downgrade, dry_run=dry_run,
+        allow_downgrade=allow_downgrade, dry_run=dry_run, health=_health(environment),
     )
     alone = len(targets) == 1 and not as_json  # its error is reported as the command's own
     printer = PushPrinter(quiet=as_json, errors=None if alone else "lines")

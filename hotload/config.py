@@ -57,13 +57,26 @@ def _seconds(value) -> Optional[str]:
     return None
 
 
+def _health_seconds(value) -> Optional[str]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.001 <= value <= 600:
+        return "must be a number of seconds from 0.001 to 600"
+    return None
+
+
 def _text(value) -> Optional[str]:
     return None if isinstance(value, str) else "must be a string"
 
 
 def _url(value) -> Optional[str]:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-        return "must be an http:// or https:// URL"
+    """The loader GETs it from inside the image, over plain HTTP (protocol.HealthCheck has the exact rule)."""
+    from .protocol import HealthCheck
+
+    if not isinstance(value, str):
+        return "must be an http://host[:port]/path URL, as seen from the server"
+    try:
+        HealthCheck(value).check()
+    except InputError:
+        return "must be an http://host[:port]/path URL, as seen from the server (the loader speaks plain HTTP)"
     return None
 
 
@@ -91,7 +104,7 @@ HEALTH_SETTINGS: Dict[str, Tuple[Any, Callable[[Any], Optional[str]]]] = {
     "url": (None, _url),
     "status": (200, _whole(100, 599)),
     "body": ("", _text),
-    "timeout": (10, _seconds),
+    "timeout": (10, _health_seconds),
 }
 
 

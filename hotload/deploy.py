@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .errors import HotloadError, TargetError
+from .errors import HotloadError, NoLoaderRunning, TargetError
+from .protocol import HealthCheck
 from .push import PushBatch, PushResult, Pusher, Selection, Selector
 from .status import BatchWaiter, Status, check_protocol, require_loader
 from .targets import parse_target
@@ -67,6 +68,7 @@ class PushOptions:
     allow_downgrade: bool = False
     dry_run: bool = False
     poll: float = 0.2  # seconds between reads of `status` while waiting
+    health: Optional[HealthCheck] = None  # checked by the loader after the install, before the save
 
 
 DRY_RUN, REFUSED, UP_TO_DATE, PUSHED, ERROR = "dry-run", "refused", "up-to-date", "pushed", "error"
@@ -161,8 +163,13 @@ class Deploy:
         options = self.options
         target = parse_target(self.target)
         with open_transport(target) as transport:
-            if options.wait and not options.dry_run:
-                require_loader(transport)  # before uploading anything
+            if (options.wait or options.health) and not options.dry_run:
+                heartbeat = require_loader(transport)  # before uploading anything
+                if options.health and "health" not in heartbeat.features:
+                    raise NoLoaderRunning(
+                        f"the loader at {transport.description} does not check health, so the batch would be saved "
+                        "unchecked; update it with `hotload install-loader` (gst), or remove [health] from the environment"
+                    )
             else:
                 check_protocol(transport)
             selection = Selector(
@@ -187,7 +194,7 @@ class Deploy:
                 transport, lock_wait=options.lock_wait, break_lock=options.break_lock,
                 pending_wait=min(options.timeout, 60.0), on_progress=self.on_progress,
                 reconnect=lambda: open_transport(target, connect_timeout=5.0),
-            ).push(selection.plan, entries=selection.entries)
+            ).push(selection.plan, entries=selection.entries, health=options.health)
             self.on_pushed(pushed)
             if not options.wait:
                 return DeployResult(where, PUSHED, selection, push=pushed)

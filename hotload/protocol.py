@@ -340,6 +340,7 @@ class Heartbeat:
     image: str = ""
     id: str = ""
     problems: List[str] = field(default_factory=list)
+    features: List[str] = field(default_factory=list)  # what this loader can do beyond protocol 2: "health"
 
     @classmethod
     def parse(cls, text: str) -> "Heartbeat":
@@ -359,6 +360,7 @@ class Heartbeat:
             values.get("image", ""),
             (fields.get("id") or [""])[0],
             [row[1] for row in rows if row[0] == "problem" and len(row) > 1],
+            [feature for row in rows if row[0] == "features" for feature in row[1:]],
         )
 
     def max_age(self) -> float:

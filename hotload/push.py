@@ -46,7 +46,7 @@ from .limits import limits
 from .lock import StagingLock
 from .mcz import SOURCE_MEMBER, read_mcz
 from .plan import LoadPlan
-from .protocol import LoadedPackage, LoadedRecord, Manifest, ManifestEntry
+from .protocol import HealthCheck, LoadedPackage, LoadedRecord, Manifest, ManifestEntry
 from .transports.base import FILE, FOLDER, Transport
 
 
@@ -432,10 +432,12 @@ class Pusher:
         #: opens a new connection to the same staging directory, to release the lock when this one is lost
         self.reconnect = reconnect
 
-    def push(self, plan: LoadPlan, batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None) -> PushResult:
-        """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets."""
+    def push(self, plan: LoadPlan, batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None,
+             health: Optional[HealthCheck] = None) -> PushResult:
+        """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets;
+        `health` goes into the manifest, for the loader to check before it saves."""
         with self._interrupts_at_safe_points():
-            return self._push(plan, batch, entries or manifest_entries(plan))
+            return self._push(plan, batch, entries or manifest_entries(plan), health)
 
     @contextlib.contextmanager
     def _interrupts_at_safe_points(self):
@@ -465,9 +467,9 @@ class Pusher:
         if self._interrupted:
             raise KeyboardInterrupt
 
-    def _push(self, plan: LoadPlan, batch: Optional[str], entries: List[ManifestEntry]) -> PushResult:
+    def _push(self, plan: LoadPlan, batch: Optional[str], entries: List[ManifestEntry], health) -> PushResult:
         started = time.monotonic()
-        manifest = Manifest.new(entries, batch)
+        manifest = Manifest.new(entries, batch, health=health)
         manifest_text = manifest.render()
         paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}  # unique
         created = self.transport.ensure_directory()

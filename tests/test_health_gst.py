@@ -106,3 +106,25 @@ def test_a_good_v2_passes_and_is_saved(app, example_mczs):
     assert sha256(app.image) != image  # saved
     assert LoadedRecord.parse((app.staging / protocol.LOADED).read_text()).packages["Counter-App"].version == \
         "Counter-App-demo.2"
+
+
+def test_push_with_an_environment_carries_its_health_check(app, broken_v2, example_mczs, tmp_path):
+    """hotload.toml's [env.NAME.health] goes into the manifest: the broken page is undone (exit 1), and a loader
+    that cannot check health gets nothing (exit 3)."""
+    (tmp_path / "hotload.toml").write_text(
+        f'[env.live]\ntargets = ["{app.staging}"]\n[env.live.health]\nurl = "{app.url}"\nbody = "Counter"\ntimeout = 5\n'
+        f'[env.plain]\ntargets = ["{tmp_path / "plain"}"]\n[env.plain.health]\nurl = "{app.url}"\n')
+    image = sha256(app.image)
+    result = run_hotload("push", broken_v2, "--env", "live", "--wait", "--allow-downgrade", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "health check failed" in result.stdout and "answered 500" in result.stdout
+    assert sha256(app.image) == image
+    from fake_loader import FakeLoader  # beats, but speaks no health
+
+    plain = FakeLoader(tmp_path / "plain", interval=0.05).start()
+    try:
+        refused = run_hotload("push", example_mczs[1], "--env", "plain", cwd=tmp_path)
+    finally:
+        plain.stop()
+    assert refused.returncode == 3 and "does not check health" in refused.stderr, refused.stdout + refused.stderr
+    assert not list((tmp_path / "plain").glob("2*"))  # nothing uploaded
