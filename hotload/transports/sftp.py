@@ -24,8 +24,8 @@ from collections import deque
 
 import paramiko
 from paramiko.sftp import (
-    CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR,
-    CMD_STATUS, CMD_WRITE, SFTP_EOF, SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, int64,
+    CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR,
+    CMD_SETSTAT, CMD_STATUS, CMD_WRITE, SFTP_EOF, SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -337,6 +337,8 @@ class SftpTransport(Transport):
             if not stat.S_ISDIR(mode):
                 raise TargetError(f"{self.description} is a {kind_of_mode(mode)}, not a folder; give a staging directory")
             return False
+        if _has_private_write_calls(self.sftp) and self._make_root_pipelined():
+            return True
         missing = []
         path = self.root
         while path not in ("/", ""):
@@ -349,6 +351,24 @@ class SftpTransport(Transport):
         for directory in reversed(missing):
             self.sftp.mkdir(directory, mode=0o700)
             self.sftp.chmod(directory, 0o700)
+        return True
+
+    def _make_root_pipelined(self) -> bool:
+        """mkdir and chmod of the staging directory in one round trip; False when its parent is missing too."""
+        replies = _Replies(self)
+        attributes = SFTPAttributes()
+        attributes.st_mode = 0o700
+        made = replies.send(CMD_MKDIR, self._remote(self.root), attributes)
+        changed = replies.send(CMD_SETSTAT, self._remote(self.root), attributes)
+        try:
+            replies.wait(made)
+        except FileNotFoundError:
+            replies.raw(changed)  # failed as well: nothing was made
+            return False
+        except OSError:
+            replies.raw(changed)
+            raise
+        replies.wait(changed)
         return True
 
     @translating_errors
