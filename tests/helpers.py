@@ -97,7 +97,7 @@ def stage_batch(staging: Path, packages, health=None) -> str:
 
 
 def status_of_batch(app, batch: str, timeout: float = 60):
-    """The loader's status once it is about `batch` and the trigger is gone."""
+    """The loader's status once it is about `batch` and the trigger is gone (`app` has a `staging` folder)."""
     from hotload import protocol
 
     path = app.staging / protocol.STATUS
@@ -108,5 +108,8 @@ def status_of_batch(app, batch: str, timeout: float = 60):
         except (OSError, protocol.ProtocolError):
             return False
 
-    app.wait_until(arrived, f"the status of batch {batch}", timeout)
+    deadline = time.monotonic() + timeout
+    while not arrived():
+        assert time.monotonic() < deadline, f"no status of batch {batch} after {timeout:.0f} s"
+        time.sleep(0.1)
     return protocol.Status.parse(path.read_text())
