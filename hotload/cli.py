@@ -323,9 +323,10 @@ class PushPrinter:
     after the target), "one line" (watch), or None (the command reports the error itself).
     """
 
-    def __init__(self, quiet: bool = False, errors: Optional[str] = "lines"):
+    def __init__(self, quiet: bool = False, errors: Optional[str] = "lines", live: bool = True):
         self.quiet = quiet
         self.errors = errors
+        self.live = live  # progress bar and spinner: not when targets are pushed in parallel
         self._progress = None
         self._task = None
         self._spinner = None
@@ -349,6 +350,8 @@ class PushPrinter:
     def upload(self, target: str, total: int):
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+        if not self.live:
+            return
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             console=err, transient=True, disable=self.quiet or not err.is_terminal,
@@ -374,6 +377,8 @@ class PushPrinter:
             out.print(f"  left as it is: {kept}", soft_wrap=True)
 
     def wait(self, batch: str):
+        if not self.live:
+            return
         self._spinner = err.status(f"waiting for the loader to take batch {batch}", spinner="dots")
         self._spinner.start()
 
@@ -468,8 +473,10 @@ def print_status(status):
 @click.option("--force", is_flag=True, help="Send every package, also those the image has loaded already.")
 @click.option("--allow-downgrade", is_flag=True, help="Send versions older than the loaded ones, of another branch, or other content under a loaded name.")
 @click.option("--dry-run", is_flag=True, help="Show what would be skipped and sent, with each package's diff; upload nothing.")
+@click.option("--canary", type=click.IntRange(1), default=None, show_default="the environment's canary, else 1", help="With many targets: how many go first; the others follow only when these succeed.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None, show_default="the environment's parallel, else 1", help="With many targets: how many after the canary are pushed at a time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, force, allow_downgrade, dry_run, as_json):
+def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, force, allow_downgrade, dry_run, canary, parallel, as_json):
     """Upload packages to staging directories and trigger the loader.
 
     PACKAGES are .mcz files, or Tonel and FileTree folders (packed on the fly into a temporary folder,
@@ -478,29 +485,52 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
     Each image's loaded record is read first: packages it has loaded (same version and SHA-256) are
     skipped, and a version older than the loaded one or of another branch is refused.
 
-    With many --to (or an environment of many targets), the exit status is the highest of the
-    targets' (see `hotload --help`).
+    With many --to (or an environment of many targets) the push rolls out: the canary targets first,
+    then the others, --parallel at a time, each waited for; the first failure stops it, and the targets
+    not reached are left untouched ("not pushed"). A table of every target ends it, also on Ctrl-C.
+    The exit status is the highest of the targets' (see `hotload --help`).
     """
-    from .deploy import PushOptions, Rollout
+    from .deploy import PushOptions, Rollout, RolloutInterrupted
 
     targets, environment = resolve_targets(targets, env_name)
     batch = read_push_batch(packages)  # checked and hashed once for every target
+    many = len(targets) > 1
     options = PushOptions(
-        wait=wait, timeout=_timeout(timeout, environment), break_lock=break_lock, lock_wait=lock_wait, force=force,
-        allow_downgrade=allow_downgrade, dry_run=dry_run, health=_health(environment),
+        wait=wait or (many and not dry_run), timeout=_timeout(timeout, environment), break_lock=break_lock,
+        lock_wait=lock_wait, force=force, allow_downgrade=allow_downgrade, dry_run=dry_run, health=_health(environment),
     )
-    alone = len(targets) == 1 and not as_json  # its error is reported as the command's own
-    printer = PushPrinter(quiet=as_json, errors=None if alone else "lines")
+    canary = canary or (environment.value("canary") if environment is not None else 1)
+    parallel = parallel or (environment.value("parallel") if environment is not None else 1)
+    alone = not many and not as_json  # its error is reported as the command's own
+    printer = PushPrinter(quiet=as_json, errors=None if alone else "lines", live=parallel == 1)
     try:
-        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options), on_result=printer.result).run()
+        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options),
+                          on_result=printer.result, canary=canary, parallel=parallel).run()
+    except RolloutInterrupted as interrupted:
+        printer.stop()
+        if many or as_json:
+            _print_rollout(interrupted.result, as_json)
+        err.print("[bold red]hotload:[/] " + escape(interrupted.waiting or (
+            "interrupted; the targets marked 'not pushed' were not touched, and a batch already triggered is "
+            "still the loader's: follow it with `hotload status`")), soft_wrap=True)
+        sys.exit(130)
     finally:
         printer.stop()
     if alone and rollout.results[0].error is not None:
         fail(rollout.results[0].error)
+    if as_json or many:
+        _print_rollout(rollout, as_json)
+    sys.exit(rollout.exit_code)
+
+
+def _print_rollout(rollout, as_json):
+    """The end of a push to many targets: one row per target, or the JSON of every target."""
     if as_json:
         reports = rollout.to_json()
         click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-    sys.exit(rollout.exit_code)
+        return
+    out.print("[bold]rollout[/]")
+    print_table(("target", "result", "pushed", "seconds"), rollout.rows())
 
 
 # -- watch ---------------------------------------------------------------------------------
@@ -526,7 +556,8 @@ def watch(paths, targets, env_name, dist, author, timeout):
     def push_now(packages):
         batch = PushBatch.of(LoadPlan.build([read_mcz(p) for p in packages]))
         try:
-            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options), on_result=printer.result).run()
+            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options),
+                              on_result=printer.result, stop_at_failure=False).run()
         finally:
             printer.stop()
         if rollout.not_reached:  # the watcher pushes these packages again with the next change

@@ -20,6 +20,7 @@ Nothing is printed here: what happens is told through the callbacks (`on_note`, 
 `on_progress`, `on_pushed`, `on_wait`).
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -108,6 +109,8 @@ class DeployResult:
 
     def to_json(self) -> dict:
         if self.selection is None:
+            if self.error is None:  # not pushed, or interrupted before anything was known
+                return {"target": self.target, "result": self.result}
             return {"target": self.target, "error": str(self.error), "result": self.result}
         report = self.selection.to_json()
         if self.result == DRY_RUN:
@@ -214,11 +217,16 @@ class Deploy:
         return DeployResult(selection.target, DRY_RUN, selection, diff=diff)
 
 
+NOT_PUSHED, INTERRUPTED = "not pushed", "interrupted"
+
+
 @dataclass
 class RolloutResult:
-    """One `DeployResult` per target, in the order of the targets; the exit code is the worst one."""
+    """One `DeployResult` per target, in the order of the targets (those a stopped rollout never reached
+    are "not pushed"); the exit code is the worst one; `seconds` of each target's push and wait."""
 
     results: List[DeployResult] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)  # target -> seconds
 
     @property
     def exit_code(self) -> int:
@@ -229,20 +237,56 @@ class RolloutResult:
         """Targets where the push ended in an error (refused, or could not be finished)."""
         return [result.target for result in self.results if result.error is not None]
 
+    @property
+    def not_pushed(self) -> List[str]:
+        return [result.target for result in self.results if result.result in (NOT_PUSHED, INTERRUPTED)]
+
+    def rows(self) -> List[tuple]:
+        """(target, result, versions pushed, seconds) per target: the summary table."""
+        rows = []
+        for result in self.results:
+            sent = [d.version for d in result.selection.sent] if result.selection is not None and result.push else []
+            seconds = self.seconds.get(result.target)
+            rows.append((result.target, result.result, " ".join(sent) or "-", "-" if seconds is None else f"{seconds:.1f}"))
+        return rows
+
     def to_json(self) -> list:
-        return [result.to_json() for result in self.results]
+        reports = []
+        for result in self.results:
+            report = result.to_json()
+            if result.target in self.seconds:
+                report["seconds"] = round(self.seconds[result.target], 3)
+            reports.append(report)
+        return reports
+
+
+class RolloutInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a rollout: `result` holds what each target came to (interrupted, not pushed)."""
+
+    def __init__(self, result: RolloutResult, waiting: str = ""):
+        super().__init__(waiting or "interrupted")
+        self.result = result
+        self.waiting = waiting  # a WaitInterrupted's message: the batch is triggered and still the loader's
 
 
 class Rollout:
-    """Pushes one batch to many targets, one after the other; after a target's error it goes on with the
-    next. `on_result` is told of each target's result as soon as it is known; `deploy` makes the
-    `Deploy` of a target (to give it callbacks).
+    """Pushes one batch to many targets. The first `canary` targets go first, and only when each of them
+    succeeds (with `wait`: the loader's result, health check included) do the others follow, at most
+    `parallel` at a time. The first failure stops the rollout: the targets not started yet are left
+    untouched and answered "not pushed". With `stop_at_failure=False` (watch) every target is tried.
+    `on_result` is told of each target's result as soon as it is known; `deploy` makes the `Deploy` of a
+    target (to give it callbacks).
+
+        >>> Rollout(batch, targets, workdir, PushOptions(wait=True), canary=1, parallel=2).run().rows()
+        [('app1:/srv/app/staging', 'ok', 'Shop-Core-jd.4', '2.1'), ('app2:/srv/app/staging', 'failed', ...),
+         ('app3:/srv/app/staging', 'not pushed', '-', '-')]
     """
 
     def __init__(
         self, batch: PushBatch, targets: List[str], workdir: Callable[[], Path], options: Optional[PushOptions] = None,
         deploy: Optional[Callable[[str], Deploy]] = None,
         on_result: Callable[[DeployResult], None] = _quiet,
+        canary: int = 1, parallel: int = 1, stop_at_failure: bool = True,
     ):
         self.batch = batch
         self.targets = list(targets)
@@ -250,17 +294,62 @@ class Rollout:
         self.options = options or PushOptions()
         self.deploy = deploy or (lambda target: Deploy(self.batch, target, self.workdir, self.options))
         self.on_result = on_result
+        self.canary = max(1, canary)
+        self.parallel = max(1, parallel)
+        self.stop_at_failure = stop_at_failure
 
     def run(self) -> RolloutResult:
         rollout = RolloutResult()
-        for target in self.targets:
-            try:
-                result = self.deploy(target).run()
-            except HotloadError as error:
-                result = DeployResult.failed(target, error)
-            except OSError as error:  # not turned into a HotloadError by the transport
-                result = DeployResult.failed(target, as_hotload_error(error))
-            self.on_result(result)
-            rollout.results.append(result)
+        done = {}
+        stopped = False
+        try:
+            waves = [self.targets[:self.canary], self.targets[self.canary:]] if self.stop_at_failure else [self.targets]
+            for number, wave in enumerate(waves):
+                if stopped or not wave:
+                    continue
+                width = self.parallel if number > 0 or not self.stop_at_failure else min(self.parallel, len(wave))
+                stopped = self._wave(wave, width, done, rollout)
+        except KeyboardInterrupt as interrupt:
+            for target in self.targets:
+                if target not in done:
+                    done[target] = DeployResult(target, INTERRUPTED if target in rollout.seconds else NOT_PUSHED)
+            rollout.results = [done[target] for target in self.targets]
+            raise RolloutInterrupted(rollout, str(interrupt) if isinstance(interrupt, WaitInterrupted) else "") from None
+        rollout.results = [done.get(target) or DeployResult(target, NOT_PUSHED) for target in self.targets]
         return rollout
 
+    def _wave(self, targets: List[str], width: int, done: dict, rollout: RolloutResult) -> bool:
+        """Push to `targets`, `width` at a time; answer whether a failure stops the rollout."""
+        if width == 1:
+            for target in targets:
+                self._one(target, done, rollout)
+                if self.stop_at_failure and not done[target].ok:
+                    return True
+            return False
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        pending, running, failed = list(targets), set(), False
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            while (pending and not failed) or running:
+                while pending and not failed and len(running) < width:
+                    target = pending.pop(0)
+                    running.add(pool.submit(self._one, target, done, rollout))
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    target = future.result()
+                    failed = failed or (self.stop_at_failure and not done[target].ok)
+        return failed
+
+    def _one(self, target: str, done: dict, rollout: RolloutResult) -> str:
+        started = time.monotonic()
+        rollout.seconds[target] = 0.0  # started: interrupted, not "not pushed", if Ctrl-C comes now
+        try:
+            result = self.deploy(target).run()
+        except HotloadError as error:
+            result = DeployResult.failed(target, error)
+        except OSError as error:  # not turned into a HotloadError by the transport
+            result = DeployResult.failed(target, as_hotload_error(error))
+        rollout.seconds[target] = time.monotonic() - started
+        done[target] = result
+        self.on_result(result)
+        return target

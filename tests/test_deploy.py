@@ -90,19 +90,28 @@ def test_an_error_result_names_the_target_and_the_error_only():
     assert result.to_json() == {"target": "app9:/srv/staging", "error": "cannot connect to app9", "result": "error"}
 
 
-def test_a_rollout_goes_on_after_a_failed_target_and_answers_the_worst_exit_code(tmp_path, fake_staging, batch, workdir):
+def test_a_rollout_stops_at_the_first_failed_target_and_answers_the_worst_exit_code(tmp_path, fake_staging, batch, workdir):
     nowhere = tmp_path / "no-loader"
     told = []
     rollout = Rollout(
         batch, [str(nowhere), str(fake_staging)], workdir, PushOptions(wait=True, timeout=30), on_result=told.append,
     ).run()
-    assert [result.result for result in rollout.results] == ["error", "ok"]
-    assert told == rollout.results
+    assert [result.result for result in rollout.results] == ["error", "not pushed"]
+    assert told == rollout.results[:1]  # the canary failed: the other target was never started
     assert isinstance(rollout.results[0].error, NoLoaderRunning)
     assert rollout.exit_code == NoLoaderRunning.exit_code and rollout.not_reached == [str(nowhere)]
+    assert rollout.not_pushed == [str(fake_staging)] and not list(fake_staging.glob("2*"))
     reports = rollout.to_json()
     assert [report["target"] for report in reports] == [str(nowhere), str(fake_staging)]
-    assert list(reports[0]) == ["target", "error", "result"]
+    assert list(reports[0]) == ["target", "error", "result", "seconds"]
+    assert reports[1] == {"target": str(fake_staging), "result": "not pushed"}
+
+
+def test_without_stopping_a_rollout_goes_on_after_a_failed_target(tmp_path, fake_staging, batch, workdir):
+    nowhere = tmp_path / "no-loader"
+    rollout = Rollout(batch, [str(nowhere), str(fake_staging)], workdir, PushOptions(wait=True, timeout=30),
+                      stop_at_failure=False).run()
+    assert [result.result for result in rollout.results] == ["error", "ok"]
 
 
 def test_a_rollout_of_a_loader_failure_exits_1_without_an_error(tmp_path, batch, workdir):

@@ -131,7 +131,7 @@ def test_without_the_kept_mcz_the_relation_cannot_be_told(staging, tmp_path, dam
     assert push(third, "--to", staging, "--wait").returncode == 0
 
 
-def test_a_refusal_at_one_target_leaves_the_others_pushed(tmp_path):
+def test_a_refusal_at_the_canary_stops_the_rollout(tmp_path):
     stagings = [tmp_path / "image-a", tmp_path / "image-b"]
     loaders = [FakeLoader(path, interval=0.05).start() for path in stagings]
     try:
@@ -144,6 +144,6 @@ def test_a_refusal_at_one_target_leaves_the_others_pushed(tmp_path):
             loader.stop()
     assert result.returncode == 2
     reports = json.loads(result.stdout)
-    assert [r["result"] for r in reports] == ["refused", "ok"]
+    assert [r["result"] for r in reports] == ["refused", "not pushed"]
     assert reports[0]["refused"] == ["Counter-Core-tester.1"]
-    assert loaded_version(stagings[1]) == "Counter-Core-tester.1"
+    assert not list(stagings[1].glob("2*"))  # image-b was left untouched
