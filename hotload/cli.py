@@ -759,6 +759,44 @@ def status(targets, env_name, as_json):
 
 
 
+
+# -- save ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--to", "targets", multiple=True, help=TO_HELP)
+@click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--wait", is_flag=True, help="Wait for the save; exit 1 if it failed (for cron and monit).")
+@click.option("--timeout", default=None, type=float, callback=_seconds, show_default="the environment's poll_timeout, else 120", help="Seconds to wait for the save.")
+@click.option("--json", "as_json", is_flag=True)
+def save(targets, env_name, wait, timeout, as_json):
+    """Save the image now (a save-only trigger): Seaside's expired sessions go and garbage is collected first."""
+    from .save import ImageSave
+    from .targets import parse_target
+    from .transports import open_transport
+
+    targets, environment = resolve_targets(targets, env_name)
+    results, worst = [], 0
+    for target in targets:
+        try:
+            with open_transport(parse_target(target)) as transport:
+                result = ImageSave(transport).run(wait=wait, timeout=_timeout(timeout, environment))
+            report, code = result.to_json(), result.exit_code
+            if not as_json:
+                sizes = (f": {result.size_before} -> {result.size_after} bytes" if result.size_before is not None else "")
+                line = {"requested": "save requested", "saved": "image saved" + sizes}.get(result.result, f"image NOT saved: {result.detail}")
+                out.print(f"{result.target}: {line}", markup=False, soft_wrap=True)
+        except HotloadError as error:
+            if len(targets) == 1 and not as_json:
+                raise
+            err.print(f"[bold red]hotload:[/] {escape(target)}: {escape(str(error))}", soft_wrap=True)
+            report, code = {"target": target, "result": "error", "error": str(error)}, error.exit_code
+        results.append(report)
+        worst = max(worst, code)
+    if as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    sys.exit(worst)
+
 # -- config -------------------------------------------------------------------------------
 
 
