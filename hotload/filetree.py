@@ -18,18 +18,8 @@ from typing import Dict, List, Optional, Tuple
 from . import sexpr
 from .chunks import ClassDefinition, MethodDefinition, Snapshot
 from .mcz import VersionInfo, parse_version_info
-from .sources import PackageSource, SourceError, list_folder, pattern_selector, read_text
+from .sources import CLASS_KINDS, PackageSource, SourceError, list_folder, pattern_selector, read_text
 
-_KINDS = {
-    "normal": "subclass",
-    "variable": "variableSubclass",
-    "bytes": "variableByteSubclass",
-    "words": "variableWordSubclass",
-    "weak": "weakSubclass",
-    "ephemeron": "ephemeronSubclass",
-    "immediate": "immediateSubclass",
-    "compiledMethod": "variableByteSubclass",
-}
 _SIDES = (("instance", False), ("class", True))
 
 
@@ -114,12 +104,12 @@ def _definition(folder: Path, package: str) -> Tuple[ClassDefinition, str]:
         return definition, ""
     superclass = properties.text("super", "nil") or "nil"
     kind = properties.text("type", "normal")
-    if kind not in _KINDS:
-        raise SourceError(properties.path, f'"type" {kind!r} of {name} is not one of {", ".join(_KINDS)}', 1)
+    if kind not in CLASS_KINDS:
+        raise SourceError(properties.path, f'"type" {kind!r} of {name} is not one of {", ".join(CLASS_KINDS)}', 1)
     definition = ClassDefinition(
         name=name,
         superclass=None if superclass == "nil" else superclass,
-        kind=_KINDS[kind],
+        kind=CLASS_KINDS[kind],
         instance_variables=properties.names("instvars"),
         class_variables=properties.names("classvars"),
         pool_dictionaries=properties.names("pools"),

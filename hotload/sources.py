@@ -62,6 +62,18 @@ class PackageSource:
 
 
 
+#: Tonel's and FileTree's class types -> the class definition message Monticello writes
+CLASS_KINDS = {
+    "normal": "subclass",
+    "variable": "variableSubclass",
+    "bytes": "variableByteSubclass",
+    "words": "variableWordSubclass",
+    "weak": "weakSubclass",
+    "ephemeron": "ephemeronSubclass",
+    "immediate": "immediateSubclass",
+    "compiledMethod": "variableByteSubclass",
+}
+
 def pattern_selector(source: str) -> Optional[str]:
     """The selector of a method source (`at: i put: x ...` -> `at:put:`), or None when it has no message pattern."""
     try:

@@ -18,20 +18,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .chunks import ClassDefinition, MethodDefinition, Snapshot
-from .sources import PackageSource, SourceError, line_of, list_folder, pattern_selector, read_text
+from .sources import CLASS_KINDS, PackageSource, SourceError, line_of, list_folder, pattern_selector, read_text
 
 MAX_NESTING = 200  # STON maps and lists deeper than this are refused, not recursed into
 
-_KINDS = {
-    "normal": "subclass",
-    "variable": "variableSubclass",
-    "bytes": "variableByteSubclass",
-    "words": "variableWordSubclass",
-    "weak": "weakSubclass",
-    "ephemeron": "ephemeronSubclass",
-    "immediate": "immediateSubclass",
-    "compiledMethod": "variableByteSubclass",
-}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRAIT_NAME = re.compile(r"\b[A-Z][A-Za-z0-9_]*\b")  # not the `Trait` of `classTrait`
 
@@ -421,12 +411,12 @@ def _class_definition(tonel: TonelFile, package: str) -> ClassDefinition:
     if not (superclass == "nil" or _IDENTIFIER.match(superclass)):
         tonel.fail_definition(f"#superclass of {tonel.name} must be a class name, not {superclass!r}")
     kind = _text_value(tonel, "type", "normal")
-    if kind not in _KINDS:
-        tonel.fail_definition(f"#type {kind!r} of {tonel.name} is not one of {', '.join(_KINDS)}")
+    if kind not in CLASS_KINDS:
+        tonel.fail_definition(f"#type {kind!r} of {tonel.name} is not one of {', '.join(CLASS_KINDS)}")
     return ClassDefinition(
         name=tonel.name,
         superclass=None if superclass == "nil" else superclass,
-        kind=_KINDS[kind],
+        kind=CLASS_KINDS[kind],
         instance_variables=_names(tonel, "instVars") + _slot_names(tonel),
         class_variables=_names(tonel, "classVars"),
         pool_dictionaries=_names(tonel, "pools"),
