@@ -730,18 +730,30 @@ def print_many(many):
 @main.command()
 @click.option("--to", "targets", multiple=True, help="The staging directory to inspect. Repeat for many images.")
 @click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--check", is_flag=True, help="One line and a Nagios exit code, for monit's `check program` and Nagios.")
 @click.option("--json", "as_json", is_flag=True)
-def status(targets, env_name, as_json):
+def status(targets, env_name, check, as_json):
     """Show the loader's heartbeat, the last batch, the lock, the loaded packages and recent history.
 
     With many --to (or an environment of many targets): one row per image, and the packages whose
     versions differ between them; the exit status is the highest of the images'.
+
+    \b
+    With --check, one line (`HOTLOAD OK - ...`) and the Nagios plugin exit codes instead:
+      0  OK: every loader runs, the last batch of each image was loaded and saved
+      1  WARNING: a last batch failed, a problem in the staging directory, or images run different versions
+      2  CRITICAL: no loader runs, or two images share a staging directory
+      3  UNKNOWN: a target could not be reached or read
     """
-    from .status import ManyStatus, StagingState
+    from .status import HealthVerdict, ManyStatus, StagingState
     from .targets import parse_target
     from .transports import open_transport
 
     targets, _ = resolve_targets(targets, env_name)
+    if check:
+        verdict = HealthVerdict.of(ManyStatus.read(list(targets)))
+        click.echo(json.dumps(verdict.to_json(), indent=2) if as_json else verdict.line())
+        sys.exit(verdict.code)
     if len(targets) == 1:
         with open_transport(parse_target(targets[0])) as transport:
             state = StagingState.read(transport)

@@ -14,7 +14,7 @@ is reported in `StagingState.problems`, never as a crash.
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import protocol
 from .errors import HotloadError, NoLoaderRunning, ProtocolError, WaitTimeout
@@ -349,3 +349,48 @@ class BatchWaiter:
                 )
             self.on_tick(elapsed)
             time.sleep(self.poll)
+
+
+@dataclass
+class HealthVerdict:
+    """`status --check`: one Nagios-style line and its exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, as
+    `hotload status --help` lists them), from `ManyStatus`.
+
+        >>> verdict = HealthVerdict.of(ManyStatus.read(["app1:/srv/app/staging"]))
+        >>> verdict.code, verdict.line()
+        (0, 'HOTLOAD OK - 1 image: loaders running, last batches ok')
+    """
+
+    code: int
+    reasons: List[str]
+    images: int
+
+    @classmethod
+    def of(cls, many: "ManyStatus") -> "HealthVerdict":
+        reasons: List[Tuple[int, str]] = []
+        for target in many.targets:
+            if target in many.errors:
+                reasons.append((3, f"{target}: {many.errors[target]}"))
+                continue
+            state = many.states[target]
+            if not state.loader_running:
+                reasons.append((2, f"{target}: no loader running"))
+            if state.conflict:
+                reasons.append((2, f"{target}: two images poll it"))
+            if state.status is not None and not state.status.ok:
+                reasons.append((1, f"{target}: batch {state.status.batch} failed"))
+            reasons.extend((1, f"{target}: {problem}") for problem in state.problems)
+        differing = many.differences()
+        if differing:
+            reasons.append((1, f"versions differ: {', '.join(sorted(differing))}"))
+        code = max([code for code, _ in reasons] or [0])
+        return cls(code, [text for _, text in sorted(reasons, key=lambda r: -r[0])], len(many.targets))
+
+    def line(self) -> str:
+        word = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[self.code]
+        if not self.reasons:
+            return f"HOTLOAD {word} - {self.images} image(s): loaders running, last batches ok"
+        return f"HOTLOAD {word} - " + "; ".join(" ".join(reason.split()) for reason in self.reasons)
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "line": self.line(), "reasons": self.reasons}
