@@ -57,7 +57,9 @@ def listing(staging: Path) -> dict:
 
 
 def without_heartbeat(entries: dict) -> dict:
-    return {name: value for name, value in entries.items() if name != protocol.HEARTBEAT}
+    """Without `heartbeat` and the loader's record being written (a `.hotload-loader-*` file renamed at once)."""
+    return {name: value for name, value in entries.items()
+            if name != protocol.HEARTBEAT and not name.startswith(".hotload-loader-")}
 
 
 def stop_loader_between(staging: Path):
