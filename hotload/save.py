@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from . import protocol
 from .errors import BatchFailed, TargetError, WaitTimeout
@@ -58,7 +58,7 @@ class ImageSave:
         started = time.monotonic()
         if wait:
             require_loader(self.transport)
-        seen = self._history_size()
+        seen = self._history_lines()[-1:]
         self._put_trigger(started + timeout)
         if not wait:
             return SaveResult(self.transport.description, "requested", seconds=time.monotonic() - started)
@@ -66,9 +66,10 @@ class ImageSave:
         before, after = self._sizes(entry.detail)
         return SaveResult(self.transport.description, entry.result, entry.detail, before, after, time.monotonic() - started)
 
-    def _history_size(self) -> int:
+    def _history_lines(self) -> List[str]:
+        """The last lines of history.log (a long one is read from its end)."""
         data = self.transport.read(protocol.HISTORY, limit=256 << 10, tail=True) or b""
-        return len(data.decode("utf-8", "replace").splitlines())
+        return data.decode("utf-8", "replace").splitlines()
 
     def _put_trigger(self, deadline: float):
         """An empty `load`, never over another trigger: a batch's is waited for (the loader takes one at a time)."""
@@ -91,12 +92,14 @@ class ImageSave:
             if self.transport.kind(temporary) == FILE:
                 self.transport.remove(temporary)
 
-    def _wait_for_save(self, seen: int, deadline: float) -> HistoryEntry:
-        """The first save line (`-` for the batch) appended after the trigger."""
+    def _wait_for_save(self, last: List[str], deadline: float) -> HistoryEntry:
+        """The first save line (`-` for the batch) appended after `last`, the line that ended history.log before
+        the trigger (matched by its text: the end of a long history.log moves as lines are appended)."""
         while True:
-            data = self.transport.read(protocol.HISTORY, limit=256 << 10, tail=True) or b""
-            lines = data.decode("utf-8", "replace").splitlines()
-            for line in lines[seen:]:
+            lines = self._history_lines()
+            if last and last[0] in lines:
+                lines = lines[len(lines) - lines[::-1].index(last[0]):]
+            for line in lines:
                 entry = HistoryEntry.parse(line)
                 if entry is not None and entry.batch == "-" and entry.result in ("saved", "failed"):
                     return entry

@@ -3,10 +3,7 @@
 
 import json
 
-import pytest
-
 from conftest import NEEDS_GST, run_hotload
-from fake_loader import FakeLoader
 from hotload import protocol
 
 
@@ -63,11 +60,20 @@ def test_a_link_at_load_is_refused(tmp_path):
 
 
 @NEEDS_GST
-def test_the_nightly_save_on_gst_records_the_image_size(counter_app):
-    result = run_hotload("save", "--to", counter_app.staging, "--wait", "--json")
+def test_the_nightly_save_on_gst_records_the_image_size(app):
+    result = run_hotload("save", "--to", app.staging, "--wait", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "saved"
-    assert report["size_after"] == counter_app.image.stat().st_size and report["size_before"] > 0
-    last = (counter_app.staging / protocol.HISTORY).read_text().splitlines()[-1]
+    assert report["size_after"] == app.image.stat().st_size and report["size_before"] > 0
+    last = (app.staging / protocol.HISTORY).read_text().splitlines()[-1]
     assert last.split("\t")[2:4] == ["-", "saved"] and last.endswith(f"{report['size_after']} bytes")
+
+
+def test_a_long_history_is_followed_from_its_end(fake_staging):
+    """history.log longer than what is read of it (its last 256 KiB): the save's line is still found."""
+    with open(fake_staging / protocol.HISTORY, "a") as history:
+        history.write("garbage\n" * 40000)  # 320 KB of short lines: the save's longer line pushes several out
+    result = run_hotload("save", "--to", fake_staging, "--wait", "--json", "--timeout", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["size_after"] == 90
