@@ -99,6 +99,19 @@ class _Ston:
             else:
                 self.fail(end, f"unknown STON escape \\{escape} in a string")
 
+    def after_item(self, pos: int, start: int, what: str, brackets: str, parts: str) -> Tuple[bool, int]:
+        """After an item of the list or map opened at `start`: (True, past its closing bracket) at its end,
+        else (False, past the ',' before the next one)."""
+        pos = self.skip(pos)
+        char = self.text[pos : pos + 1]
+        if char == brackets[1]:
+            return True, pos + 1
+        if not char:
+            self.fail(start, f"the STON {what} {brackets[0]} opened here is never closed")
+        if char != ",":
+            self.fail(pos, f"a STON {what} needs ',' between {parts} and '{brackets[1]}' at its end")
+        return False, pos + 1
+
     def list(self, pos: int, depth: int) -> Tuple[list, int]:
         start, items, pos = pos, [], self.skip(pos + 1)
         if self.text.startswith("]", pos):
@@ -106,15 +119,9 @@ class _Ston:
         while True:
             item, pos = self.value(pos, depth + 1)
             items.append(item)
-            pos = self.skip(pos)
-            char = self.text[pos : pos + 1]
-            if char == "]":
-                return items, pos + 1
-            if not char:
-                self.fail(start, "the STON list [ opened here is never closed")
-            if char != ",":
-                self.fail(pos, "a STON list needs ',' between items and ']' at its end")
-            pos += 1
+            ended, pos = self.after_item(pos, start, "list", "[]", "items")
+            if ended:
+                return items, pos
 
     def map(self, pos: int, depth: int) -> Tuple[dict, int]:
         start, items, pos = pos, {}, self.skip(pos + 1)
@@ -129,15 +136,9 @@ class _Ston:
             if not self.text.startswith(":", pos):
                 self.fail(pos, f"expected ':' after the key {key!r} in a STON map")
             items[key], pos = self.value(pos + 1, depth + 1)
-            pos = self.skip(pos)
-            char = self.text[pos : pos + 1]
-            if char == "}":
-                return items, pos + 1
-            if not char:
-                self.fail(start, "the STON map { opened here is never closed")
-            if char != ",":
-                self.fail(pos, "a STON map needs ',' between entries and '}' at its end")
-            pos += 1
+            ended, pos = self.after_item(pos, start, "map", "{}", "entries")
+            if ended:
+                return items, pos
 
 
 # -- method bodies ------------------------------------------------------------------------------
