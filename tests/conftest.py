@@ -36,7 +36,7 @@ SMALLTALK_FILES = {
     "test_squeak_rollback.py",
     "test_undo_gst.py",
 }
-SMALLTALK_FIXTURES = {"loader_renderings", "counter_app"}
+SMALLTALK_FIXTURES = {"loader_renderings", "app"}  # every `app` here is a running image
 SMALLTALK_SKIP_REASONS = ("GNU Smalltalk", "Squeak", "Etoys")
 
 
@@ -63,9 +63,10 @@ NEEDS_GST = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is
 
 
 @pytest.fixture(scope="module")
-def counter_app(request, tmp_path_factory):
+def app(request, tmp_path_factory):
     """The example app (Seaside on Swazoo and the loader) serving, one per test module, once the loader has
-    written its loaded record; the module's INTERVAL_MS (default 1000) is the poll interval."""
+    written its loaded record; the module's INTERVAL_MS (default 1000) is the poll interval. Modules that
+    run another image (Etoys, a baked test image) define an `app` of their own."""
     from helpers import serving_counter
     from hotload import protocol
 
@@ -75,7 +76,7 @@ def counter_app(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def example_mczs(tmp_path_factory):
+def versions(tmp_path_factory):
     """examples/counter v1 and v2 packed, v2 descending from v1."""
     from helpers import example_versions
 

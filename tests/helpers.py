@@ -113,3 +113,20 @@ def status_of_batch(app, batch: str, timeout: float = 60):
         assert time.monotonic() < deadline, f"no status of batch {batch} after {timeout:.0f} s"
         time.sleep(0.1)
     return protocol.Status.parse(path.read_text())
+
+
+def assert_reported_after_restart(report, staging: Path, image_folder: Path, history: str, batch: str, expected: str,
+                                  step: str) -> None:
+    """What a loader killed at `step` of `batch` reports once its image is up again (docs/protocol.md, "Crash
+    during a batch"): `expected` (ok: loaded and saved; failed: not saved, kept in failed/), and nothing left."""
+    from hotload import protocol
+
+    assert report.result == expected, report
+    if expected == "ok":
+        assert any("recovered after a restart" in note for note in report.notes) or step == "recorded"
+        assert not (staging / batch).exists()
+    else:
+        assert "the image stopped during the" in report.error and "not saved" in report.error
+        assert (staging / protocol.FAILED / batch / "reason").is_file()
+    assert batch in history
+    assert not list(image_folder.glob("*.hotload-new")) and not list(image_folder.glob("*.hotload-bak"))

@@ -14,15 +14,6 @@ pytestmark = NEEDS_GST
 INTERVAL_MS = 500
 
 
-@pytest.fixture(scope="module")
-def app(counter_app):
-    return counter_app
-
-
-@pytest.fixture(scope="module")
-def versions(example_mczs):
-    return example_mczs
-
 
 @pytest.fixture(scope="module")
 def v1_loaded(app, versions):

@@ -22,7 +22,7 @@ from conftest import CORPUS
 from helpers import class_def, make_package, method
 from hotload import sexpr
 from hotload.chunks import ChunkError, Snapshot, _read_chunks, read_source, source_plan_facts
-from hotload.errors import HotloadError, PackageError
+from hotload.errors import HotloadError
 from hotload.mcz import PlanFacts, parse_version_info, read_mcz, read_planned
 from hotload.plan_cache import PlanReader
 

@@ -21,14 +21,15 @@ INTERVAL_MS = 500
 
 
 @pytest.fixture(scope="module")
-def app(counter_app, example_mczs):
-    result = run_hotload("push", example_mczs[0], "--to", counter_app.staging, "--wait")
+def app(app, versions):
+    """conftest's example app, with v1 pushed."""
+    result = run_hotload("push", versions[0], "--to", app.staging, "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
-    return counter_app
+    return app
 
 
 @pytest.fixture(scope="module")
-def broken_v2(tmp_path_factory, example_mczs):
+def broken_v2(tmp_path_factory, versions):
     """examples/counter v2 whose page raises: Seaside answers its error page."""
     folder = tmp_path_factory.mktemp("broken")
     source = (example_dir() / "v2" / "Counter-App.st").read_text().replace(
@@ -66,19 +67,19 @@ def test_a_page_that_breaks_is_undone_and_nothing_is_saved(app, broken_v2):
     assert (app.staging / protocol.FAILED / batch / broken_v2.name).is_file()
 
 
-def test_a_missing_body_text_fails_the_check(app, example_mczs):
+def test_a_missing_body_text_fails_the_check(app, versions):
     image = sha256(app.image)
-    batch = stage_batch(app.staging, [example_mczs[1]], HealthCheck(app.url, 200, 5000, "pong"))
+    batch = stage_batch(app.staging, [versions[1]], HealthCheck(app.url, 200, 5000, "pong"))
     status = status_of_batch(app, batch)
     assert status.result == "failed" and "answered 200 without 'pong'" in status.error, status
     assert page_heading(app) == "Counter v1" and sha256(app.image) == image
 
 
-def test_a_refused_connection_and_a_silent_server_fail_the_check(app, example_mczs):
+def test_a_refused_connection_and_a_silent_server_fail_the_check(app, versions):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    batch = stage_batch(app.staging, [example_mczs[1]], HealthCheck(f"http://127.0.0.1:{port}/ping", 200, 5000))
+    batch = stage_batch(app.staging, [versions[1]], HealthCheck(f"http://127.0.0.1:{port}/ping", 200, 5000))
     status = status_of_batch(app, batch)
     assert status.result == "failed" and "refused" in status.error.lower(), status
     silent = socket.socket()
@@ -88,7 +89,7 @@ def test_a_refused_connection_and_a_silent_server_fail_the_check(app, example_mc
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/ping"
-        batch = stage_batch(app.staging, [example_mczs[1]], HealthCheck(url, 200, 300))
+        batch = stage_batch(app.staging, [versions[1]], HealthCheck(url, 200, 300))
         status = status_of_batch(app, batch)
     finally:
         silent.close()
@@ -96,9 +97,9 @@ def test_a_refused_connection_and_a_silent_server_fail_the_check(app, example_mc
     assert page_heading(app) == "Counter v1"
 
 
-def test_a_good_v2_passes_and_is_saved(app, example_mczs):
+def test_a_good_v2_passes_and_is_saved(app, versions):
     image = sha256(app.image)
-    batch = stage_batch(app.staging, [example_mczs[1]], HealthCheck(app.url, 200, 5000, "Counter v2"))
+    batch = stage_batch(app.staging, [versions[1]], HealthCheck(app.url, 200, 5000, "Counter v2"))
     status = status_of_batch(app, batch)
     assert status.result == "ok", status
     assert "health" in status.timings_ms
@@ -108,7 +109,7 @@ def test_a_good_v2_passes_and_is_saved(app, example_mczs):
         "Counter-App-demo.2"
 
 
-def test_push_with_an_environment_carries_its_health_check(app, broken_v2, example_mczs, tmp_path):
+def test_push_with_an_environment_carries_its_health_check(app, broken_v2, versions, tmp_path):
     """hotload.toml's [env.NAME.health] goes into the manifest: the broken page is undone (exit 1), and a loader
     that cannot check health gets nothing (exit 3)."""
     (tmp_path / "hotload.toml").write_text(
@@ -123,7 +124,7 @@ def test_push_with_an_environment_carries_its_health_check(app, broken_v2, examp
 
     plain = FakeLoader(tmp_path / "plain", interval=0.05).start()
     try:
-        refused = run_hotload("push", example_mczs[1], "--env", "plain", cwd=tmp_path)
+        refused = run_hotload("push", versions[1], "--env", "plain", cwd=tmp_path)
     finally:
         plain.stop()
     assert refused.returncode == 3 and "does not check health" in refused.stderr, refused.stdout + refused.stderr

@@ -27,15 +27,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def app(counter_app):
-    return counter_app
-
-
-@pytest.fixture(scope="module")
-def versions(example_mczs):
-    return example_mczs
-
 
 def test_hot_upgrade_while_serving(app, versions, sshd):
     v1, v2 = versions

@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 
-import pytest
-
 from conftest import NEEDS_GST, run_hotload
 from helpers import class_def, make_package, method
 from hotload import protocol
@@ -21,15 +19,6 @@ pytestmark = NEEDS_GST
 
 INTERVAL_MS = 500
 
-
-@pytest.fixture(scope="module")
-def app(counter_app):
-    return counter_app
-
-
-@pytest.fixture(scope="module")
-def versions(example_mczs):
-    return example_mczs
 
 
 def loaded(app) -> LoadedRecord:

@@ -19,7 +19,7 @@ import pytest
 from conftest import run_hotload
 from hotload import protocol
 from hotload.example_app import CounterApp, heading_of
-from helpers import example_versions, wait_for_snapshot
+from helpers import assert_reported_after_restart, example_versions, wait_for_snapshot
 from hotload.protocol import Status
 
 pytestmark = pytest.mark.skipif(
@@ -120,17 +120,9 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(prepared,
             ).exists()
 
         app.wait_until(reported, f"the loader to report batch {batch} after the restart")
-        report = Status.parse(status_path.read_text())
-        assert report.result == expected
-        if expected == "ok":
-            assert any("recovered after a restart" in note for note in report.notes) or step == "recorded"
-            assert not (app.staging / batch).exists()
-        else:
-            assert "the image stopped during the" in report.error and "not saved" in report.error
-            assert (app.staging / protocol.FAILED / batch / "reason").is_file()
         app.wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the trigger to be consumed")
-        assert batch in (app.staging / protocol.HISTORY).read_text()
-        assert not list(app.folder.glob("*.hotload-new")) and not list(app.folder.glob("*.hotload-bak"))
+        assert_reported_after_restart(Status.parse(status_path.read_text()), app.staging, app.folder,
+                                      (app.staging / protocol.HISTORY).read_text(), batch, expected, step)
 
         # The loader goes on: the same batch pushed again loads (it was not retried by itself).
         if not new_on_disk:

@@ -9,7 +9,6 @@ import os
 import stat
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 

@@ -13,8 +13,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 from conftest import NEEDS_GST, run_hotload
 from fake_loader import FakeLoader
 from hotload import protocol
@@ -25,15 +23,6 @@ pytestmark = NEEDS_GST
 
 INTERVAL_MS = 500
 
-
-@pytest.fixture(scope="module")
-def app(counter_app):
-    return counter_app
-
-
-@pytest.fixture(scope="module")
-def versions(example_mczs):
-    return example_mczs
 
 
 def hotload(sshd, *args, env=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from helpers import class_def, make_package, method, wait_for_snapshot
+from helpers import assert_reported_after_restart, class_def, make_package, method, wait_for_snapshot
 from hotload import protocol
 from hotload.protocol import Heartbeat, LoadedRecord, Status
 from hotload.squeak import Squeak, SqueakError, find_image, find_vm
@@ -424,17 +424,8 @@ def test_killed_at_each_step_the_image_survives_and_the_loader_reports(app, pack
         return status is not None and status.batch == batch and not (app.staging / protocol.JOURNAL).exists()
 
     wait_until(reported, f"the loader to report batch {batch} after the restart", 60, app)
-    report = app.status()
-    assert report.result == expected, report
-    if expected == "ok":
-        assert any("recovered after a restart" in note for note in report.notes) or step == "recorded"
-        assert not (app.staging / batch).exists()
-    else:
-        assert "the image stopped during the" in report.error and "not saved" in report.error
-        assert (app.staging / protocol.FAILED / batch / "reason").is_file()
     wait_until(lambda: not (app.staging / protocol.TRIGGER).exists(), "the trigger to be consumed", 30, app)
-    assert batch in history(app)
-    assert not list(app.folder.glob("*.hotload-new")) and not list(app.folder.glob("*.hotload-bak"))
+    assert_reported_after_restart(app.status(), app.staging, app.folder, history(app), batch, expected, step)
     if step == "backup":  # the new image never replaced the old one: pushing again loads it
         again = run_hotload("push", packages["greeter_v2"], "--to", app.staging, "--wait", "--timeout", WAIT, "--allow-downgrade",
                             timeout=200)
