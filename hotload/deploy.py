@@ -304,11 +304,10 @@ class Rollout:
         stopped = False
         try:
             waves = [self.targets[:self.canary], self.targets[self.canary:]] if self.stop_at_failure else [self.targets]
-            for number, wave in enumerate(waves):
+            for wave in waves:
                 if stopped or not wave:
                     continue
-                width = self.parallel if number > 0 or not self.stop_at_failure else min(self.parallel, len(wave))
-                stopped = self._wave(wave, width, done, rollout)
+                stopped = self._wave(wave, min(self.parallel, len(wave)), done, rollout)
         except KeyboardInterrupt as interrupt:
             for target in self.targets:
                 if target not in done:
