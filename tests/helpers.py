@@ -130,3 +130,20 @@ def assert_reported_after_restart(report, staging: Path, image_folder: Path, his
         assert (staging / protocol.FAILED / batch / "reason").is_file()
     assert batch in history
     assert not list(image_folder.glob("*.hotload-new")) and not list(image_folder.glob("*.hotload-bak"))
+
+
+def staging_listing(staging: Path) -> dict:
+    """Every entry under a staging directory with its kind, size and modification time, but what a loader
+    rewrites while idle: `heartbeat`, and its records being written (`.hotload-loader-*`, renamed a moment
+    later: gone, perhaps, before they could be looked at)."""
+    import os
+
+    entries = {}
+    for root, folders, files in os.walk(staging):
+        for name in folders + files:
+            path = Path(root) / name
+            if name.startswith(".hotload-loader-") or path == staging / "heartbeat":
+                continue
+            status = path.lstat()
+            entries[str(path.relative_to(staging))] = (status.st_mode, status.st_size, status.st_mtime_ns)
+    return entries

@@ -13,7 +13,7 @@ import pytest
 
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
-from helpers import class_def, make_package, method, shop_packages
+from helpers import class_def, make_package, method, shop_packages, staging_listing
 from hotload import protocol
 from hotload.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
@@ -45,42 +45,20 @@ def loaded(staging: Path) -> LoadedRecord:
     return LoadedRecord.parse((staging / protocol.LOADED).read_text())
 
 
-def listing(staging: Path) -> dict:
-    """Every entry under the staging directory with its kind, size and modification time."""
-    entries = {}
-    for root, folders, files in os.walk(staging):
-        for name in folders + files:
-            path = Path(root) / name
-            status = path.lstat()
-            entries[str(path.relative_to(staging))] = (status.st_mode, status.st_size, status.st_mtime_ns)
-    return entries
-
-
-def without_heartbeat(entries: dict) -> dict:
-    """Without `heartbeat` and the loader's record being written (a `.hotload-loader-*` file renamed at once)."""
-    return {name: value for name, value in entries.items()
-            if name != protocol.HEARTBEAT and not name.startswith(".hotload-loader-")}
-
-
-def stop_loader_between(staging: Path):
-    """The fake loader rewrites `heartbeat` every poll; compare listings without it."""
-    return without_heartbeat(listing(staging))
-
-
 def test_a_repush_of_loaded_packages_is_up_to_date_and_writes_nothing(staging, packages):
     first, _ = push_json(*packages, "--to", staging, "--wait")
     assert first["result"] == "ok" and first["skipped"] == []
-    before = stop_loader_between(staging)
+    before = staging_listing(staging)
     again, result = push_json(*packages, "--to", staging, "--wait")
     assert result.returncode == 0
     assert again["result"] == "up-to-date" and again["bytes"] == 0 and again["packages"] == []
     assert again["skipped"] == ["Shop-Core-tester.1", "Shop-Web-tester.1"]
-    assert stop_loader_between(staging) == before  # no lock, no batch, no trigger, no save
+    assert staging_listing(staging) == before  # no lock, no batch, no trigger, no save
     human = push(*packages, "--to", staging)
     assert human.returncode == 0
     assert "skipped 2 package(s) already loaded: Shop-Core-tester.1, Shop-Web-tester.1" in human.stdout
     assert "up to date" in human.stdout and "pushed batch" not in human.stdout
-    assert stop_loader_between(staging) == before
+    assert staging_listing(staging) == before
 
 
 def test_only_the_changed_package_is_sent(staging, packages, tmp_path):
@@ -150,10 +128,10 @@ def test_dry_run_shows_what_would_be_skipped_and_sent_with_the_diff_and_writes_n
         tmp_path / "src", "Shop-Web",
         class_def("ShopPage", "ShopItem", "Shop-Web") + method("ShopPage", "title\n\t^ 'Shop 2'"),
     )
-    before = stop_loader_between(staging)
+    before = staging_listing(staging)
     human = push(newer_web, core, "--to", staging, "--dry-run")
     report, result = push_json(newer_web, core, "--to", staging, "--dry-run")
-    assert stop_loader_between(staging) == before
+    assert staging_listing(staging) == before
     assert human.returncode == 0 and result.returncode == 0
     assert "would skip 1 package(s) already loaded: Shop-Core-tester.1" in human.stdout
     assert "would send Shop-Web-tester.2 (Shop-Web-tester.2 descends from the loaded Shop-Web-tester.1)" in human.stdout
@@ -249,7 +227,7 @@ def test_an_unusable_record_is_one_line_and_never_followed(tmp_path, packages, h
     try:
         push_json(*packages, "--to", staging, "--wait")
         spoil(staging, how, tmp_path / "outside")
-        before = stop_loader_between(staging)
+        before = staging_listing(staging)
         refused = push(*packages, "--to", staging)
         status = run_in_process("status", "--to", staging)
         unchecked = push(*packages, "--to", staging, "--allow-downgrade", "--wait")
@@ -264,7 +242,7 @@ def test_an_unusable_record_is_one_line_and_never_followed(tmp_path, packages, h
     kind = os.lstat(staging / protocol.LOADED).st_mode
     assert (how == "fifo") == (kind & 0o170000 == 0o010000) and (how == "symlink") == os.path.islink(staging / protocol.LOADED)
     if how != "garbage":
-        assert before[protocol.LOADED] == stop_loader_between(staging)[protocol.LOADED]
+        assert before[protocol.LOADED] == staging_listing(staging)[protocol.LOADED]
 
 
 def test_a_fifo_at_loaded_over_sftp_is_one_line_and_never_opened(ssh_home, tmp_path, packages):

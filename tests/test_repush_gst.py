@@ -8,13 +8,13 @@ the package whose versions differ.
 """
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 from conftest import NEEDS_GST, run_hotload
 from fake_loader import FakeLoader
+from helpers import staging_listing
 from hotload import protocol
 from hotload.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
@@ -35,18 +35,6 @@ def loaded(app) -> LoadedRecord:
     return LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
 
 
-def what_the_loader_wrote(app) -> dict:
-    """Everything in the staging directory but the heartbeat (rewritten every poll), with sizes and times."""
-    entries = {}
-    for root, folders, files in os.walk(app.staging):
-        for name in folders + files:
-            path = Path(root) / name
-            if path != app.staging / protocol.HEARTBEAT:
-                status = path.lstat()
-                entries[str(path.relative_to(app.staging))] = (status.st_size, status.st_mtime_ns)
-    return entries
-
-
 def test_status_shows_what_the_image_runs(app, versions, sshd):
     v1, _ = versions
     pushed = hotload(sshd, "push", v1, "--to", sshd.url(app.staging), "--wait", "--json")
@@ -64,20 +52,20 @@ def test_status_shows_what_the_image_runs(app, versions, sshd):
 def test_a_repush_of_the_loaded_version_is_up_to_date_and_saves_nothing(app, versions, sshd):
     v1, _ = versions
     image_saved = app.image.stat().st_mtime_ns
-    before = what_the_loader_wrote(app)
+    before = staging_listing(app.staging)
     result = hotload(sshd, "push", v1, "--to", sshd.url(app.staging), "--wait", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["result"], report["bytes"], report["skipped"]) == ("up-to-date", 0, ["Counter-App-demo.1"])
     human = hotload(sshd, "push", v1, "--to", sshd.url(app.staging))
     assert "skipped 1 package(s) already loaded: Counter-App-demo.1" in human.stdout and "up to date" in human.stdout
-    assert what_the_loader_wrote(app) == before  # no batch, no trigger, no lock, no new status or history
+    assert staging_listing(app.staging) == before  # no batch, no trigger, no lock, no new status or history
     assert app.image.stat().st_mtime_ns == image_saved
 
 
 def test_dry_run_shows_the_diff_and_writes_nothing(app, versions, sshd):
     _, v2 = versions
-    before = what_the_loader_wrote(app)
+    before = staging_listing(app.staging)
     result = hotload(sshd, "push", v2, "--to", sshd.url(app.staging), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "would send Counter-App-demo.2 (Counter-App-demo.2 descends from the loaded Counter-App-demo.1)" in result.stdout
@@ -85,7 +73,7 @@ def test_dry_run_shows_the_diff_and_writes_nothing(app, versions, sshd):
     assert "legacyBanner" in result.stdout  # v2 removes it
     report = json.loads(hotload(sshd, "push", v2, "--to", sshd.url(app.staging), "--dry-run", "--json").stdout)
     assert report["result"] == "dry-run" and report["diff"]["packages"][0]["status"] == "changed"
-    assert what_the_loader_wrote(app) == before
+    assert staging_listing(app.staging) == before
     assert loaded(app).packages["Counter-App"].version == "Counter-App-demo.1"
 
 
@@ -93,12 +81,12 @@ def test_an_older_version_is_refused_with_both_names(app, versions, sshd):
     v1, v2 = versions
     upgrade = hotload(sshd, "push", v2, "--to", sshd.url(app.staging), "--wait")
     assert upgrade.returncode == 0, upgrade.stderr
-    before = what_the_loader_wrote(app)
+    before = staging_listing(app.staging)
     refused = hotload(sshd, "push", v1, "--to", sshd.url(app.staging), "--wait")
     assert refused.returncode == 2
     assert "Counter-App-demo.1 is older than the loaded Counter-App-demo.2 (an ancestor of it)" in refused.stderr
     assert "--allow-downgrade" in refused.stderr.strip().splitlines()[-1]
-    assert what_the_loader_wrote(app) == before
+    assert staging_listing(app.staging) == before
     _, page, _ = app.get(app.url)
     assert "<h1>Counter v2</h1>" in page
 
