@@ -390,7 +390,10 @@ def _plain_members(data: bytes, max_member_bytes: int) -> Optional[Dict[str, byt
             return None
         signature, _, local_flags, _, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack_from(data, offset)
         start = offset + _LOCAL_HEADER.size + name_length + extra_length
-        following = offsets[bisect.bisect_right(offsets, offset)]  # the next entry or the central directory
+        later = bisect.bisect_right(offsets, offset)
+        if later == len(offsets):
+            return None  # a member said to start past the central directory: read_mcz judges it
+        following = offsets[later]  # the next entry or the central directory
         if (
             signature != b"PK\x03\x04"
             or local_flags & ~_FLAGS_READ_PLAINLY
