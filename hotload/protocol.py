@@ -67,7 +67,7 @@ def check_package_file_name(name: str) -> str:
         problem = "contains a path separator"
     elif ".." in name:
         problem = "contains '..'"
-    elif len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:  # a name listed from undecodable bytes
         problem = f"is longer than {MAX_NAME_BYTES} bytes"
     elif not _PACKAGE_FILE.match(name):
         problem = "must be letters, digits, '.', '_', '+' or '-', start with a letter or digit and end in .mcz"

@@ -455,13 +455,14 @@ def test_wait_without_a_loader_exits_3(tmp_path, packages):
     assert protocol.TRIGGER not in os.listdir(staging)
 
 
-def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, packages):
-    odd = tmp_path / "src" / "Shop Core;rm.mcz"
+@pytest.mark.parametrize("name", ["Shop Core;rm.mcz", os.fsdecode(b"Shop-Core\xfe-jd.1.mcz")])
+def test_bad_file_names_are_refused_before_anything_is_written(tmp_path, packages, name):
+    odd = tmp_path / "src" / name  # the second is not UTF-8: Python lists it with a lone surrogate
     odd.write_bytes(Path(packages[1]).read_bytes())
     staging = tmp_path / "never"
     result = cli("push", odd, "--to", staging)
     assert result.returncode == 2
-    assert "package file name" in result.stderr
+    assert "package file name" in result.stderr and "Traceback" not in result.stderr
     assert not staging.exists()
 
 
