@@ -331,17 +331,10 @@ class PushPrinter:
         self._task = None
         self._spinner = None
 
-    def deploy_for(self, batch, options):
-        """A `Rollout(deploy=...)` maker: one deploy.Deploy per target, telling this printer."""
-        from .deploy import Deploy
-
-        def make(target):
-            return Deploy(
-                batch, target, _workdir, options, on_note=self.note, on_progress=self.progress,
-                on_upload=lambda total: self.upload(target, total), on_pushed=self.pushed, on_wait=self.wait,
-            )
-
-        return make
+    def callbacks(self, target: str) -> dict:
+        """The callbacks of a deploy.Deploy to `target` that tell this printer."""
+        return dict(on_note=self.note, on_progress=self.progress, on_upload=lambda total: self.upload(target, total),
+                    on_pushed=self.pushed, on_wait=self.wait)
 
     def note(self, line: str):
         if not self.quiet:
@@ -490,7 +483,7 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
     not reached are left untouched ("not pushed"). A table of every target ends it, also on Ctrl-C.
     The exit status is the highest of the targets' (see `hotload --help`).
     """
-    from .deploy import PushOptions, Rollout, RolloutInterrupted
+    from .deploy import Deploy, PushOptions
 
     targets, environment = resolve_targets(targets, env_name)
     batch = read_push_batch(packages)  # checked and hashed once for every target
@@ -499,12 +492,21 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
         wait=wait or (many and not dry_run), timeout=_timeout(timeout, environment), break_lock=break_lock,
         lock_wait=lock_wait, force=force, allow_downgrade=allow_downgrade, dry_run=dry_run, health=_health(environment),
     )
+    _roll_out(targets, environment, canary, parallel, as_json,
+              lambda target, callbacks: Deploy(batch, target, _workdir, options, **callbacks))
+
+
+def _roll_out(targets, environment, canary, parallel, as_json, make):
+    """Run `make(target, callbacks)` (a deploy.Deploy) over the targets as a rollout, print, and exit."""
+    from .deploy import Rollout, RolloutInterrupted
+
+    many = len(targets) > 1
     canary = canary or (environment.value("canary") if environment is not None else 1)
     parallel = parallel or (environment.value("parallel") if environment is not None else 1)
     alone = not many and not as_json  # its error is reported as the command's own
     printer = PushPrinter(quiet=as_json, errors=None if alone else "lines", live=parallel == 1)
     try:
-        rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options),
+        rollout = Rollout(None, targets, _workdir, deploy=lambda target: make(target, printer.callbacks(target)),
                           on_result=printer.result, canary=canary, parallel=parallel).run()
     except RolloutInterrupted as interrupted:
         printer.stop()
@@ -533,6 +535,73 @@ def _print_rollout(rollout, as_json):
     print_table(("target", "result", "pushed", "seconds"), rollout.rows())
 
 
+# -- rollback and history ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--to", "targets", multiple=True, help=TO_HELP)
+@click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--to-batch", help="Go back to the state after this kept batch (see `hotload history`).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the loader until the rollback is loaded or failed.")
+@click.option("--timeout", default=None, type=float, callback=_seconds, show_default="the environment's poll_timeout, else 120", help="Seconds to wait for the loader.")
+@click.option("--break-lock", is_flag=True, help="Remove a stale lock, or one whose holder is no longer running on this host.")
+@click.option("--lock-wait", default=30.0, show_default=True, callback=_seconds, help="Seconds to wait for another push's lock.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent and unloaded, with each package's diff; upload nothing.")
+@click.option("--canary", type=click.IntRange(1), default=None, show_default="the environment's canary, else 1", help="With many targets: how many go first; the others follow only when these succeed.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None, show_default="the environment's parallel, else 1", help="With many targets: how many after the canary are rolled back at a time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def rollback(targets, env_name, to_batch, wait, timeout, break_lock, lock_wait, dry_run, canary, parallel, as_json):
+    """Bring each image back to the state after the batch before its last one (or --to-batch).
+
+    The versions of that state are loaded again from the packages the loader kept on the server, and
+    the packages loaded since are unloaded, as one batch: verified, installed, health-checked and saved
+    like a push (a second rollback goes forward again). Many targets roll back as a push rolls out.
+    """
+    from .deploy import PushOptions
+    from .protocol import check_batch_id
+    from .rollback import Rollback
+
+    if to_batch is not None:
+        try:
+            check_batch_id(to_batch)
+        except HotloadError as error:
+            raise click.BadParameter(str(error), param_hint="--to-batch") from None
+    targets, environment = resolve_targets(targets, env_name)
+    options = PushOptions(
+        wait=wait and not dry_run, timeout=_timeout(timeout, environment), break_lock=break_lock,
+        lock_wait=lock_wait, dry_run=dry_run, health=_health(environment),
+    )
+    _roll_out(targets, environment, canary, parallel, as_json,
+              lambda target, callbacks: Rollback(target, _workdir, options, to_batch, **callbacks))
+
+
+@main.command()
+@click.option("--to", "targets", multiple=True, help=TO_HELP)
+@click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the kept batches as JSON (a list with many images).")
+def history(targets, env_name, as_json):
+    """List the batches each image keeps, newest first: `current` is the state it runs, `rollback` the
+    one `hotload rollback` goes back to."""
+    from .rollback import TargetHistory
+
+    targets, _ = resolve_targets(targets, env_name)
+    histories = [TargetHistory.read(target) for target in targets]
+    if as_json:
+        reports = [each.to_json() for each in histories]
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+        return
+    for each in histories:
+        out.print(f"[bold]{escape(each.target)}[/]")
+        if each.problem:
+            out.print(f"  what the image runs is not known: {each.problem}", markup=False, soft_wrap=True)
+        for problem in each.history.problems:
+            out.print(f"  {problem}", markup=False, soft_wrap=True)
+        if each.history.batches:
+            print_table(("batch", "kept at", "sent", "unloaded", ""), each.rows())
+        else:
+            out.print("  no kept batches yet: the loader keeps each batch it loads and saves")
+
+
 # -- watch ---------------------------------------------------------------------------------
 
 
@@ -545,7 +614,7 @@ def _print_rollout(rollout, as_json):
 @click.option("--timeout", default=None, type=float, callback=_seconds, show_default="the environment's poll_timeout, else 120", help="Seconds to wait for the loader each time.")
 def watch(paths, targets, env_name, dist, author, timeout):
     """Pack and push (with --wait) whenever a .st source or .mcz package changes."""
-    from .deploy import PushOptions, Rollout
+    from .deploy import Deploy, PushOptions, Rollout
     from .push import PushBatch
     from .watch import Watcher
 
@@ -556,8 +625,8 @@ def watch(paths, targets, env_name, dist, author, timeout):
     def push_now(packages):
         batch = PushBatch.of(LoadPlan.build([read_mcz(p) for p in packages]))
         try:
-            rollout = Rollout(batch, targets, _workdir, options, deploy=printer.deploy_for(batch, options),
-                              on_result=printer.result, stop_at_failure=False).run()
+            rollout = Rollout(batch, targets, _workdir, options, on_result=printer.result, stop_at_failure=False,
+                              deploy=lambda target: Deploy(batch, target, _workdir, options, **printer.callbacks(target))).run()
         finally:
             printer.stop()
         if rollout.not_reached:  # the watcher pushes these packages again with the next change
@@ -803,6 +872,60 @@ def save(targets, env_name, wait, timeout, as_json):
                 raise
             err.print(f"[bold red]hotload:[/] {escape(target)}: {escape(str(error))}", soft_wrap=True)
             report, code = {"target": target, "result": "error", "error": str(error)}, error.exit_code
+        results.append(report)
+        worst = max(worst, code)
+    if as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    sys.exit(worst)
+
+# -- schedule-save ------------------------------------------------------------------------
+
+_SCHEDULED = {
+    "installed": "installed in the crontab of {user} on {host}:",
+    "replaced": "replaced the scheduled save in the crontab of {user} on {host} with:",
+    "unchanged": "already in the crontab of {user} on {host}, unchanged:",
+    "removed": "removed from the crontab of {user} on {host}:",
+    "absent": "no scheduled save for {staging} in the crontab of {user} on {host}; nothing removed",
+}
+
+
+@main.command("schedule-save")
+@click.option("--to", "targets", multiple=True, help=TO_HELP)
+@click.option("--env", "env_name", help=ENV_HELP)
+@click.option("--at", "at", metavar="HH:MM", help="When to save, every day (the server's local time, as cron reads it).")
+@click.option("--remove", is_flag=True, help="Take the scheduled save out of the crontab.")
+@click.option("--print", "print_only", is_flag=True, help="Print the crontab line instead of installing it (no connection).")
+@click.option("--json", "as_json", is_flag=True)
+def schedule_save(targets, env_name, at, remove, print_only, as_json):
+    """Save the image every day at --at: one entry in the user's crontab on each server (over SSH; the
+    local crontab for a local path), found again by its marker comment, so running it again replaces it.
+    The entry writes a save-only trigger as the protocol says: never over a batch's trigger."""
+    from .schedule import SaveSchedule
+
+    if remove and (at is not None or print_only):
+        raise InputError("--remove takes the scheduled save out; give it without --at and --print")
+    targets, _ = resolve_targets(targets, env_name)
+    schedules = [SaveSchedule(target, at) for target in targets]  # bad input: exit 2 before any connection
+    results, worst = [], 0
+    for schedule in schedules:
+        try:
+            result = schedule.print_line() if print_only else schedule.remove() if remove else schedule.install()
+            report = result.to_json()
+            if print_only and not as_json:
+                click.echo(result.line)
+            elif not as_json:
+                what = _SCHEDULED[result.action].format(user=result.user, host=result.host or "this machine", staging=result.staging)
+                out.print(f"{result.target}: {what}", markup=False, soft_wrap=True)
+                if result.action != "absent":
+                    out.print(f"  {result.line}", markup=False, soft_wrap=True)
+                if result.note:
+                    err.print(f"[yellow]note:[/] {escape(result.note)}", soft_wrap=True)
+            code = 0
+        except HotloadError as error:
+            if len(schedules) == 1 and not as_json:
+                raise
+            err.print(f"[bold red]hotload:[/] {escape(schedule.text)}: {escape(str(error))}", soft_wrap=True)
+            report, code = {"target": schedule.text, "action": "error", "error": str(error)}, error.exit_code
         results.append(report)
         worst = max(worst, code)
     if as_json:

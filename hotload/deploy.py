@@ -175,9 +175,7 @@ class Deploy:
                     )
             else:
                 check_protocol(transport)
-            selection = Selector(
-                transport, self.workdir, force=options.force, allow_downgrade=options.allow_downgrade,
-            ).select(self.batch)
+            selection = self.select(transport)
             where = selection.target
             if selection.note:
                 self.on_note(f"{where}: {selection.note}")
@@ -197,7 +195,7 @@ class Deploy:
                 transport, lock_wait=options.lock_wait, break_lock=options.break_lock,
                 pending_wait=min(options.timeout, 60.0), on_progress=self.on_progress,
                 reconnect=lambda: open_transport(target, connect_timeout=5.0),
-            ).push(selection.plan, entries=selection.entries, health=options.health)
+            ).push(selection.plan, entries=selection.entries, health=options.health, unloads=selection.unloads)
             self.on_pushed(pushed)
             if not options.wait:
                 return DeployResult(where, PUSHED, selection, push=pushed)
@@ -207,6 +205,12 @@ class Deploy:
             except KeyboardInterrupt:
                 raise WaitInterrupted(pushed.batch) from None
             return DeployResult(where, status.result, selection, push=pushed, status=status)
+
+    def select(self, transport) -> Selection:
+        """What to send to this target (reads only)."""
+        return Selector(
+            transport, self.workdir, force=self.options.force, allow_downgrade=self.options.allow_downgrade,
+        ).select(self.batch)
 
     def _dry_run(self, transport, selection: Selection) -> DeployResult:
         """The diff of each package a push would send; writes nothing."""
@@ -245,7 +249,9 @@ class RolloutResult:
         """(target, result, versions pushed, seconds) per target: the summary table."""
         rows = []
         for result in self.results:
-            sent = [d.version for d in result.selection.sent] if result.selection is not None and result.push else []
+            sent = []
+            if result.selection is not None and result.push:
+                sent = [d.version for d in result.selection.sent] + [f"-{p.version}" for p in result.selection.unloads]
             seconds = self.seconds.get(result.target)
             rows.append((result.target, result.result, " ".join(sent) or "-", "-" if seconds is None else f"{seconds:.1f}"))
         return rows

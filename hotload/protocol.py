@@ -33,6 +33,7 @@ CONFLICT = "conflict"
 JOURNAL = "journal"
 LOADED = "loaded"
 PACKAGES = "packages"
+KEPT = "kept"  # kept/<batch>/: a loaded batch's manifest and the state after it, for rollback
 TEMP_PREFIX = ".hotload-tmp-"
 
 STALE_LOCK_SECONDS = 600
@@ -43,6 +44,7 @@ MAX_NAME_BYTES = 200
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PACKAGE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.mcz$")
+_PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BATCH_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 
 
@@ -74,6 +76,11 @@ def check_package_file_name(name: str) -> str:
     if problem:
         raise InputError(f"package file name {name!r} {problem}; rename the file")
     return name
+
+
+def is_unloadable_package_name(name: str) -> bool:
+    """A package name an `unload` line may carry: the characters of a package file name, at most 200 bytes."""
+    return bool(_PACKAGE_NAME.fullmatch(name)) and ".." not in name and len(name) <= MAX_NAME_BYTES
 
 
 def is_batch_id(name: str) -> bool:
@@ -195,11 +202,14 @@ class Manifest:
     entries: List[ManifestEntry]
     client: str = f"hotload {__version__}"
     health: Optional[HealthCheck] = None
+    #: (package, version) pairs the loader unloads before it installs the entries (a rollback's)
+    unloads: List[Tuple[str, str]] = field(default_factory=list)
 
     @classmethod
-    def new(cls, entries: List[ManifestEntry], batch: Optional[str] = None, health: Optional[HealthCheck] = None) -> "Manifest":
+    def new(cls, entries: List[ManifestEntry], batch: Optional[str] = None, health: Optional[HealthCheck] = None,
+            unloads: Optional[List[Tuple[str, str]]] = None) -> "Manifest":
         now = time.time()
-        return cls(batch or new_batch_id(now), now, holder_name(), entries, health=health)
+        return cls(batch or new_batch_id(now), now, holder_name(), entries, health=health, unloads=list(unloads or []))
 
     def render(self) -> str:
         rows = [
@@ -210,6 +220,8 @@ class Manifest:
         for entry in self.entries:
             check_package_file_name(entry.file)
             rows.append(("package", entry.position, entry.file, entry.size, entry.sha256, entry.version))
+        for package, version in self.unloads:
+            rows.append(("unload", package, version))
         if self.health is not None:
             rows.append(self.health.row())
         return render_record("manifest", rows)
@@ -217,7 +229,7 @@ class Manifest:
     @classmethod
     def parse(cls, text: str) -> "Manifest":
         fields: Dict[str, List[str]] = {}
-        entries = []
+        entries, unloads = [], []
         health = None
         for row in parse_record(text, "manifest"):
             if row[0] == "end":
@@ -226,6 +238,11 @@ class Manifest:
                 if health is not None:
                     raise ProtocolError("the manifest has two health lines")
                 health = HealthCheck.from_row(row)
+                continue
+            if row[0] == "unload":
+                if len(row) != 3 or not is_unloadable_package_name(row[1]) or not row[2]:
+                    raise ProtocolError(f"bad unload line in manifest: {' '.join(row)!r}")
+                unloads.append((row[1], row[2]))
                 continue
             if row[0] == "package":
                 if len(row) != 6 or not _DIGITS.match(row[1]) or not _DIGITS.match(row[3]) or not _SHA256.match(row[4]):
@@ -237,8 +254,10 @@ class Manifest:
                 entries.append(ManifestEntry(int(row[1]), name, int(row[3]), row[4], row[5]))
             else:
                 fields[row[0]] = row[1:]
-        if not entries:
-            raise ProtocolError("the manifest names no package")
+        if not entries and not unloads:
+            raise ProtocolError("the manifest names no package and nothing to unload")
+        if len({package for package, _ in unloads}) != len(unloads):
+            raise ProtocolError("the manifest unloads a package twice")
         entries.sort(key=lambda entry: entry.position)
         if [e.position for e in entries] != list(range(1, len(entries) + 1)):
             raise ProtocolError("manifest positions must run 1, 2, 3, ... with no gap")
@@ -248,7 +267,7 @@ class Manifest:
         created_text = (fields.get("created") or ["0"])[0]
         created = float(created_text) if _DIGITS.match(created_text) else 0.0
         client = fields.get("client") or ["", ""]
-        return cls(batch, created, client[1] if len(client) > 1 else "", entries, client[0], health)
+        return cls(batch, created, client[1] if len(client) > 1 else "", entries, client[0], health, unloads)
 
 
 # -- lock -----------------------------------------------------------------------------------
@@ -466,6 +485,7 @@ class LoadedRecord:
     image: str
     packages: Dict[str, LoadedPackage] = field(default_factory=dict)
     loader_id: str = ""  # the heartbeat id of the loader that wrote it: another id means a record of an earlier start
+    kept_at: float = 0.0  # in kept/<batch>/loaded: when the loader kept it (the state after that batch)
 
     @classmethod
     def parse(cls, text: str) -> "LoadedRecord":
@@ -475,6 +495,8 @@ class LoadedRecord:
                 record.image = row[1]
             elif row[0] == "id" and len(row) > 1:
                 record.loader_id = row[1]
+            elif row[0] == "kept" and len(row) > 1:
+                record.kept_at = _number(row[1])
             elif row[0] == "package":
                 package = cls._package(row)
                 record.packages[package.package] = package

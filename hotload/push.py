@@ -200,6 +200,8 @@ class Selection:
     #: why every package is sent without a check (no usable loaded record), else ""
     note: str = ""
     loaded: Optional[LoadedRecord] = None
+    #: loaded packages the batch unloads first (a rollback's: added since the state it goes back to)
+    unloads: List[LoadedPackage] = field(default_factory=list)
 
     def _with(self, action: str) -> List[Decision]:
         return [decision for decision in self.decisions if decision.action == action]
@@ -218,7 +220,7 @@ class Selection:
 
     @property
     def up_to_date(self) -> bool:
-        return not self.sent and not self.refused
+        return not self.sent and not self.refused and not self.unloads
 
     def refusal(self) -> DowngradeRefused:
         lines = [f"{self.target}: {decision.why}" for decision in self.refused]
@@ -234,6 +236,7 @@ class Selection:
             "decisions": [decision.to_json() for decision in self.decisions],
             "skipped": [decision.version for decision in self.skipped],
             "refused": [decision.version for decision in self.refused],
+            "unloads": [package.version for package in self.unloads],
             "note": self.note or None,
         }
 
@@ -432,12 +435,15 @@ class Pusher:
         #: opens a new connection to the same staging directory, to release the lock when this one is lost
         self.reconnect = reconnect
 
-    def push(self, plan: LoadPlan, batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None,
-             health: Optional[HealthCheck] = None) -> PushResult:
+    def push(self, plan: Optional[LoadPlan], batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None,
+             health: Optional[HealthCheck] = None, unloads: Optional[List[LoadedPackage]] = None) -> PushResult:
         """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets;
-        `health` goes into the manifest, for the loader to check before it saves."""
+        `health` goes into the manifest, for the loader to check before it saves; `unloads` are loaded
+        packages for the loader to unload first (`plan` may then be None: nothing to install)."""
         with self._interrupts_at_safe_points():
-            return self._push(plan, batch, entries or manifest_entries(plan), health)
+            if entries is None:
+                entries = manifest_entries(plan) if plan is not None else []
+            return self._push(plan, batch, entries, health, unloads or [])
 
     @contextlib.contextmanager
     def _interrupts_at_safe_points(self):
@@ -467,11 +473,13 @@ class Pusher:
         if self._interrupted:
             raise KeyboardInterrupt
 
-    def _push(self, plan: LoadPlan, batch: Optional[str], entries: List[ManifestEntry], health) -> PushResult:
+    def _push(self, plan: Optional[LoadPlan], batch: Optional[str], entries: List[ManifestEntry], health,
+              unloads: List[LoadedPackage]) -> PushResult:
         started = time.monotonic()
-        manifest = Manifest.new(entries, batch, health=health)
+        manifest = Manifest.new(entries, batch, health=health, unloads=[(p.package, p.version) for p in unloads])
         manifest_text = manifest.render()
-        paths = {package_plan.package.path.name: package_plan.package.path for package_plan in plan.order}  # unique
+        order = plan.order if plan is not None else []
+        paths = {package_plan.package.path.name: package_plan.package.path for package_plan in order}  # unique
         created = self.transport.ensure_directory()
         self._publishing = False
         sent = 0

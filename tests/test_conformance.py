@@ -131,7 +131,7 @@ def client_manifest(data: bytes) -> List[str]:
     health = [row(*manifest.health.row())] if manifest.health else []
     return [row("batch", manifest.batch)] + [
         row("package", e.position, e.file, e.size, e.sha256, e.version) for e in manifest.entries
-    ] + health
+    ] + [row("unload", package, version) for package, version in manifest.unloads] + health
 
 
 def client_trigger(data: bytes) -> List[str]:

@@ -9,7 +9,7 @@ from hotload.deploy import Deploy, DeployResult, PushOptions, Rollout
 from hotload.errors import NoLoaderRunning, TargetError
 from hotload.push import PushBatch
 
-SELECTION_KEYS = ["target", "decisions", "skipped", "refused", "note"]
+SELECTION_KEYS = ["target", "decisions", "skipped", "refused", "unloads", "note"]
 PUSH_KEYS = ["batch", "packages", "bytes", "upload_seconds", "cleaned", "kept"]
 STATUS_KEYS = ["loaded", "failed_package", "error", "stack", "timings_ms", "paused_ms"]
 

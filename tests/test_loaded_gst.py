@@ -59,7 +59,13 @@ def test_each_push_records_the_package_and_keeps_only_the_loaded_mcz(app, versio
     assert second["exit"] == 0, second
     package = loaded(app).packages["Counter-App"]
     assert (package.version, package.batch) == ("Counter-App-demo.2", second["batch"])
-    assert kept(app) == {v2.name: hashlib.sha256(v2.read_bytes()).hexdigest()}  # v1's file is gone
+    # v1's file stays: the state after the first batch, kept for rollback, names it
+    assert kept(app) == {v1.name: hashlib.sha256(v1.read_bytes()).hexdigest(), v2.name: package.sha256}
+    for batch, version in ((first["batch"], "Counter-App-demo.1"), (second["batch"], "Counter-App-demo.2")):
+        folder = app.staging / protocol.KEPT / batch
+        assert sorted(path.name for path in folder.iterdir()) == [protocol.LOADED, protocol.MANIFEST]
+        state = LoadedRecord.parse((folder / protocol.LOADED).read_text())
+        assert state.packages["Counter-App"].version == version and state.kept_at > 0
 
 
 def test_a_failed_batch_changes_neither_the_record_nor_packages(app, tmp_path):
@@ -83,7 +89,10 @@ def test_a_second_package_joins_the_record_sorted(app, tmp_path):
     text = (app.staging / protocol.LOADED).read_text()
     assert [line.split("\t")[1] for line in text.splitlines() if line.startswith("package\t")] == \
         ["Counter-App", "Counter-Extras"]
-    assert sorted(kept(app)) == sorted(p.file for p in loaded(app).packages.values())
+    kept_states = [LoadedRecord.parse((folder / protocol.LOADED).read_text())
+                   for folder in (app.staging / protocol.KEPT).iterdir()]
+    named = {p.file for record in [loaded(app), *kept_states] for p in record.packages.values()}
+    assert sorted(kept(app)) == sorted(named)  # what the image or a kept state names, nothing else
 
 
 def test_the_record_is_written_again_from_the_image_after_a_restart(app):
