@@ -493,12 +493,14 @@ def push(packages, targets, env_name, wait, timeout, break_lock, lock_wait, forc
         lock_wait=lock_wait, force=force, allow_downgrade=allow_downgrade, dry_run=dry_run, health=_health(environment),
     )
     _roll_out(targets, environment, canary, parallel, as_json,
-              lambda target, callbacks: Deploy(batch, target, _workdir, options, **callbacks))
+              lambda target, workdir, callbacks: Deploy(batch, target, workdir, options, **callbacks))
 
 
 def _roll_out(targets, environment, canary, parallel, as_json, make):
-    """Run `make(target, callbacks)` (a deploy.Deploy) over the targets as a rollout, print, and exit."""
+    """Run `make(target, workdir, callbacks)` (a deploy.Deploy) over the targets as a rollout, print, and exit."""
     from .deploy import Rollout, RolloutInterrupted
+
+    folder = _workdir()  # here: parallel targets run in threads, which have no click context
 
     many = len(targets) > 1
     canary = canary or (environment.value("canary") if environment is not None else 1)
@@ -506,7 +508,7 @@ def _roll_out(targets, environment, canary, parallel, as_json, make):
     alone = not many and not as_json  # its error is reported as the command's own
     printer = PushPrinter(quiet=as_json, errors=None if alone else "lines", live=parallel == 1)
     try:
-        rollout = Rollout(None, targets, _workdir, deploy=lambda target: make(target, printer.callbacks(target)),
+        rollout = Rollout(None, targets, lambda: folder, deploy=lambda target: make(target, lambda: folder, printer.callbacks(target)),
                           on_result=printer.result, canary=canary, parallel=parallel).run()
     except RolloutInterrupted as interrupted:
         printer.stop()
@@ -572,7 +574,7 @@ def rollback(targets, env_name, to_batch, wait, timeout, break_lock, lock_wait, 
         lock_wait=lock_wait, dry_run=dry_run, health=_health(environment),
     )
     _roll_out(targets, environment, canary, parallel, as_json,
-              lambda target, callbacks: Rollback(target, _workdir, options, to_batch, **callbacks))
+              lambda target, workdir, callbacks: Rollback(target, workdir, options, to_batch, **callbacks))
 
 
 @main.command()

@@ -9,6 +9,8 @@ starts from where the one before left the images:
     3. a v3 whose page breaks: the canary's health check fails and undoes it, the others are not pushed
     4. the nightly save (`hotload save --wait`) of each image, with its size before and after
     5. `status --json` over the three images agrees with all of the above
+    6. `hotload history` lists each image's kept batches, and `hotload rollback` brings all three back to v1
+       from the packages the loaders kept, canary first, health-checked and saved
 
 The images start on v1 (pushed by the fixture, without the environment). One health URL serves the whole
 environment, as on real servers where each image answers at the same address; here the three images share one
@@ -262,3 +264,21 @@ def test_5_status_over_the_three_images_agrees(fleet):
             assert state["history_entries"][-2]["detail"].startswith("health check failed: GET ")
         else:
             assert (state["last_batch"], state["last_result"], state["failed"]) == (v2[target], "ok", [])
+
+
+def test_6_history_and_rollback_bring_every_image_back_to_v1(fleet):
+    listed = fleet.hotload("history", "--env", "prod", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for target, report in zip(fleet.targets, json.loads(listed.stdout)):
+        assert report["target"] == target and report["problems"] == []
+        marks = [(kept["sent"], kept["mark"]) for kept in report["kept"]]
+        assert marks == [(["Counter-App-demo.2"], "current"), (["Counter-App-demo.1"], "rollback")]  # v3 was not kept
+    before = {app.staging: image_file(app) for app in fleet.apps}
+    result = fleet.hotload("rollback", "--env", "prod", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = json.loads(result.stdout)
+    assert [(r["target"], r["result"], r["packages"]) for r in reports] == \
+        [(t, "ok", ["Counter-App-demo.1"]) for t in fleet.targets]
+    for app in fleet.apps:
+        assert page_heading(app) == "Counter v1" and loaded_version(app) == "Counter-App-demo.1"
+        assert image_file(app) != before[app.staging]  # saved

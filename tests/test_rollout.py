@@ -65,6 +65,21 @@ def test_the_table_names_the_versions_pushed_to_each_image(packages, images):
     assert table.count("Shop-Core-tester.1 Shop-Web-tester.1") == 2
 
 
+def test_a_source_folder_rolls_out_in_parallel(tmp_path, images):
+    """Packing on top of each image's version happens in the rollout's threads (their scratch folder too)."""
+    source = tmp_path / "Shop-Core.package"
+    (source / "ShopItem.class" / "instance").mkdir(parents=True)
+    (source / "properties.json").write_text("{}")
+    (source / "ShopItem.class" / "properties.json").write_text(
+        '{"name": "ShopItem", "super": "Object", "category": "Shop-Core", "instvars": [], "classvars": [], '
+        '"pools": [], "classinstvars": [], "type": "normal", "commentStamp": ""}')
+    (source / "ShopItem.class" / "instance" / "price.st").write_text("accessing\nprice\n\t^ 1")
+    targets = [images[0], images[1], images[3]]
+    result = run_hotload("push", source, *sum((["--to", str(f)] for f in targets), []), "--parallel", "2", "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert [r["result"] for r in json.loads(result.stdout)] == ["ok", "ok", "ok"]
+
+
 class SlowDeploy:
     """Stands in for deploy.Deploy: takes `seconds`, counts how many run at once, fails for `failing`."""
 
