@@ -68,32 +68,40 @@ class KeptHistory:
         if kind != FOLDER:
             return cls([], [f"{protocol.KEPT} is a {kind}, not a folder; the loader keeps no batch until it is removed"])
         batches, problems = [], []
-        for name in transport.list_names(protocol.KEPT):
+        for name in sorted(transport.list_names(protocol.KEPT)):
             if not protocol.is_batch_id(name):
                 continue
             try:
                 batches.append(cls._one(transport, name))
-            except (ProtocolError, TargetError) as error:
+            except TargetError as error:
                 if transport.lost:
                     raise
-                problems.append(f"{protocol.KEPT}/{name}: {error}")
+                problems.append(str(error))
         batches.sort(key=lambda kept: (kept.kept_at, kept.batch), reverse=True)
         return cls(batches, problems)
 
     @staticmethod
     def _one(transport: Transport, batch: str) -> KeptBatch:
         folder = f"{protocol.KEPT}/{batch}"
-        if transport.kind(folder) != FOLDER:
-            raise TargetError("not a folder")
+        kind = transport.kind(folder)
+        if kind != FOLDER:
+            raise TargetError(f"{folder} is a {kind}, not a folder; hotload never follows it")
         data = transport.read(f"{folder}/{protocol.LOADED}", KEPT_RECORD_LIMIT)
         if data is None:
-            raise TargetError(f"no {protocol.LOADED} record")
-        state = LoadedRecord.parse(data.decode("utf-8", "replace"))
+            raise TargetError(f"{folder} has no {protocol.LOADED} record")
+        try:
+            state = LoadedRecord.parse(data.decode("utf-8", "replace"))
+        except ProtocolError as error:
+            raise TargetError(f"{folder}/{protocol.LOADED}: {error}") from None
         sent, unloaded = [], []
-        if transport.kind(f"{folder}/{protocol.MANIFEST}") == FILE:
-            manifest = Manifest.parse(transport.read(f"{folder}/{protocol.MANIFEST}", KEPT_RECORD_LIMIT).decode("utf-8", "replace"))
-            sent = [entry.version for entry in manifest.entries]
-            unloaded = [version for _, version in manifest.unloads]
+        if transport.kind(f"{folder}/{protocol.MANIFEST}") == FILE:  # informative only: a bad one is left out
+            try:
+                manifest = Manifest.parse(transport.read(f"{folder}/{protocol.MANIFEST}", KEPT_RECORD_LIMIT).decode("utf-8", "replace"))
+                sent = [entry.version for entry in manifest.entries]
+                unloaded = [version for _, version in manifest.unloads]
+            except (ProtocolError, TargetError):
+                if transport.lost:
+                    raise
         return KeptBatch(batch, state.kept_at, state, sent, unloaded)
 
     def find(self, batch: str) -> KeptBatch:
