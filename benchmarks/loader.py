@@ -3,10 +3,10 @@
     python benchmarks/loader.py [--bench push|bigload|idle|all] [--repeats 9] [--big-repeats 3]
                                 [--idle-seconds 60] [--interval-ms 1000] [--keep DIR]
 
-Builds one image with `hotload.example_app.CounterApp` (Seaside on Swazoo + the loader, polling
+Builds one image with `hotload.images.example_app.CounterApp` (Seaside on Swazoo + the loader, polling
 every `--interval-ms`), starts it and pushes examples/counter v1, then:
 
-- push:    pushes v2, v1, v2, ... (`hotload.deploy.Deploy`, as `push --wait`, after a random wait of 0..interval so
+- push:    pushes v2, v1, v2, ... (`hotload.staging.deploy.Deploy`, as `push --wait`, after a random wait of 0..interval so
            the push lands at a random phase of the poll) and times start of push -> first GET whose page
            shows the new heading. Peer, same run: a restart deploy (kill gst, put an image that already has
            the other version in place, start it with serve.st) timed until the first page with that version.
@@ -37,13 +37,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the request loop
 
-from hotload.deploy import Deploy, PushOptions  # noqa: E402
-from hotload.example_app import CounterApp, RequestLoop, example_dir, heading_of, link  # noqa: E402
-from hotload.mcz import read_mcz  # noqa: E402
-from hotload.pack import Packer  # noqa: E402
-from hotload.plan import LoadPlan  # noqa: E402
-from hotload.push import PushBatch  # noqa: E402
+from hotload.staging.deploy import Deploy, PushOptions  # noqa: E402
+from hotload.images.example_app import CounterApp, example_dir, heading_of, link  # noqa: E402
+from request_loop import RequestLoop  # noqa: E402
+from hotload.formats.mcz import read_mcz  # noqa: E402
+from hotload.formats.pack import Packer  # noqa: E402
+from hotload.formats.plan import LoadPlan  # noqa: E402
+from hotload.staging.push import PushBatch  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

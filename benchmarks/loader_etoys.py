@@ -35,15 +35,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the request loop
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from loader import bench_classes, push_and_wait, stalls  # noqa: E402  (the gst benchmark's generator and helpers)
 
-from hotload import protocol  # noqa: E402
-from hotload.example_app import CounterApp, RequestLoop, free_port, heading_of  # noqa: E402
-from hotload.pack import Packer  # noqa: E402
-from hotload.protocol import Heartbeat  # noqa: E402
-from hotload.squeak import STARTS, Squeak  # noqa: E402
+from hotload.staging import protocol  # noqa: E402
+from hotload.images.example_app import CounterApp, free_port, heading_of  # noqa: E402
+from request_loop import RequestLoop  # noqa: E402
+from hotload.formats.pack import Packer  # noqa: E402
+from hotload.staging.protocol import Heartbeat  # noqa: E402
+from hotload.images.squeak import STARTS, Squeak  # noqa: E402
 
 PACKAGE = "HLBench-App"
 HEADING = "Counter etoys"  # RequestLoop counts a 200 whose <h1> starts with "Counter" as answered

@@ -40,11 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hotload import sexpr  # noqa: E402
-from hotload.mcz import SOURCE_MEMBER, VersionInfo, read_mcz  # noqa: E402
-from hotload.pack import version_sexpr  # noqa: E402
-from hotload.plan import LoadPlan  # noqa: E402
-from hotload.plan_cache import PlanReader  # noqa: E402
+from hotload.formats import sexpr  # noqa: E402
+from hotload.formats.mcz import SOURCE_MEMBER, VersionInfo, read_mcz  # noqa: E402
+from hotload.formats.pack import version_sexpr  # noqa: E402
+from hotload.formats.plan import LoadPlan  # noqa: E402
+from hotload.formats.plan_cache import PlanReader  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "mcz"
 CLASSES = 30

@@ -29,7 +29,7 @@ from fake_loader import FakeLoader  # noqa: E402
 from helpers import class_def, make_package, method  # noqa: E402
 from sshd import start_sshd  # noqa: E402
 
-from hotload.transports.sftp import SftpTransport  # noqa: E402
+from hotload.staging.transports.sftp import SftpTransport  # noqa: E402
 
 
 class Counter:

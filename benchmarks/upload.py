@@ -6,7 +6,7 @@ Starts a throwaway OpenSSH sshd on 127.0.0.1 (tests/sshd.py) and, for the distan
 front of it that holds every chunk for half the round trip in each direction (tests/relay.py; this
 kernel has no netem). Host keys are checked strictly on both paths (the relay's port has its own
 known_hosts line). Three sets, each pushed by `sftp -b` (a `mkdir` and one `put` per file) and by
-`hotload.push.Pusher` over `SftpTransport`, alternating, on loopback and through the relay:
+`hotload.staging.push.Pusher` over `SftpTransport`, alternating, on loopback and through the relay:
 
 - `big`: `--files` packages of `--size-mb` MB (throughput);
 - `small`: `--small` packages of 16 KB (per-file cost);
@@ -37,11 +37,11 @@ from helpers import class_def, make_package, method  # noqa: E402
 from relay import Relay  # noqa: E402
 from sshd import start_sshd  # noqa: E402
 
-from hotload.mcz import read_mcz  # noqa: E402
-from hotload.plan import LoadPlan  # noqa: E402
-from hotload.push import Pusher  # noqa: E402
-from hotload.targets import parse_target  # noqa: E402
-from hotload.transports.sftp import SftpTransport  # noqa: E402
+from hotload.formats.mcz import read_mcz  # noqa: E402
+from hotload.formats.plan import LoadPlan  # noqa: E402
+from hotload.staging.push import Pusher  # noqa: E402
+from hotload.staging.targets import parse_target  # noqa: E402
+from hotload.staging.transports.sftp import SftpTransport  # noqa: E402
 
 
 def build_packages(folder: Path, count: int, size: int, prefix: str = "Bench", methods: int = 300) -> list:

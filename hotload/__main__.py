@@ -1,3 +1,3 @@
-from .cli import main
+from hotload.cli import main
 
 main()

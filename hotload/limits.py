@@ -10,7 +10,7 @@ HOTLOAD_MAX_MCZ_MB and HOTLOAD_MAX_MEMBER_MB.
 import os
 from dataclasses import dataclass
 
-from .errors import InputError
+from hotload.errors import InputError
 
 MIB = 1024 * 1024
 

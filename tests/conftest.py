@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "mcz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# `hotload plan` keeps a per-user cache (hotload/plan_cache.py): the tests, and every hotload they
+# `hotload plan` keeps a per-user cache (hotload/formats/plan_cache.py): the tests, and every hotload they
 # start, use one of their own, removed at the end, never the user's.
 _CACHE_HOME = tempfile.mkdtemp(prefix="hotload-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
@@ -68,7 +68,7 @@ def app(request, tmp_path_factory):
     written its loaded record; the module's INTERVAL_MS (default 1000) is the poll interval. Modules that
     run another image (Etoys, a baked test image) define an `app` of their own."""
     from helpers import serving_counter
-    from hotload import protocol
+    from hotload.staging import protocol
 
     with serving_counter(tmp_path_factory.mktemp("counter"), getattr(request.module, "INTERVAL_MS", 1000)) as app:
         app.wait_until(lambda: (app.staging / protocol.LOADED).is_file(), "the loaded record at the first poll")

@@ -26,9 +26,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from hotload import protocol
+from hotload.staging import protocol
 from hotload.errors import HotloadError
-from hotload.protocol import Manifest, Status, render_record
+from hotload.staging.protocol import Manifest, Status, render_record
 
 
 class FakeLoader:

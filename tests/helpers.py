@@ -5,8 +5,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from hotload.example_app import CounterApp, example_dir
-from hotload.pack import Packer
+from hotload.images.example_app import CounterApp, example_dir
+from hotload.formats.pack import Packer
 
 
 def class_def(name, superclass="Object", category="Pkg", ivars=""):
@@ -77,7 +77,7 @@ def stage_batch(staging: Path, packages, health=None) -> str:
     import os
     import shutil
 
-    from hotload import protocol
+    from hotload.staging import protocol
 
     batch = protocol.new_batch_id()
     folder = staging / protocol.temp_folder(batch)
@@ -98,7 +98,7 @@ def stage_batch(staging: Path, packages, health=None) -> str:
 
 def status_of_batch(app, batch: str, timeout: float = 60):
     """The loader's status once it is about `batch` and the trigger is gone (`app` has a `staging` folder)."""
-    from hotload import protocol
+    from hotload.staging import protocol
 
     path = app.staging / protocol.STATUS
 
@@ -119,7 +119,7 @@ def assert_reported_after_restart(report, staging: Path, image_folder: Path, his
                                   step: str) -> None:
     """What a loader killed at `step` of `batch` reports once its image is up again (docs/protocol.md, "Crash
     during a batch"): `expected` (ok: loaded and saved; failed: not saved, kept in failed/), and nothing left."""
-    from hotload import protocol
+    from hotload.staging import protocol
 
     assert report.result == expected, report
     if expected == "ok":

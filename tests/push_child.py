@@ -15,11 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hotload.errors import HotloadError  # noqa: E402
-from hotload.mcz import read_mcz  # noqa: E402
-from hotload.plan import LoadPlan  # noqa: E402
-from hotload.push import Pusher  # noqa: E402
-from hotload.targets import parse_target  # noqa: E402
-from hotload.transports import open_transport  # noqa: E402
+from hotload.formats.mcz import read_mcz  # noqa: E402
+from hotload.formats.plan import LoadPlan  # noqa: E402
+from hotload.staging.push import Pusher  # noqa: E402
+from hotload.staging.targets import parse_target  # noqa: E402
+from hotload.staging.transports import open_transport  # noqa: E402
 
 
 def main():

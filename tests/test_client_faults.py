@@ -22,16 +22,16 @@ from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, shop_packages
-from hotload import protocol
+from hotload.staging import protocol
 from hotload.errors import TargetError
-from hotload.lock import StagingLock
-from hotload.mcz import read_mcz
-from hotload.plan import LoadPlan
-from hotload.protocol import LockRecord, Manifest, ManifestEntry, render_record
-from hotload.push import Pusher
-from hotload.targets import parse_target
-from hotload.transports import LocalTransport, open_transport
-from hotload.transports.sftp import SftpTransport
+from hotload.staging.lock import StagingLock
+from hotload.formats.mcz import read_mcz
+from hotload.formats.plan import LoadPlan
+from hotload.staging.protocol import LockRecord, Manifest, ManifestEntry, render_record
+from hotload.staging.push import Pusher
+from hotload.staging.targets import parse_target
+from hotload.staging.transports import LocalTransport, open_transport
+from hotload.staging.transports.sftp import SftpTransport
 from relay import Relay
 
 TESTS = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotload.config import ConfigError, ProjectConfig
+from hotload.cli.config import ConfigError, ProjectConfig
 
 EXAMPLES = int(os.environ.get("HOTLOAD_FUZZ_EXAMPLES", "200"))
 

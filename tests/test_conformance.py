@@ -1,6 +1,6 @@
 """Client and loader agree on the shared examples in tests/conformance/ (see its README).
 
-Every example is checked twice: `test_client[...]` renders it with hotload.protocol / hotload.chunks,
+Every example is checked twice: `test_client[...]` renders it with hotload.staging.protocol / hotload.formats.chunks,
 `test_loader[...]` takes the rendering printed by one gst process that files in the loader and
 tests/conformance/Conformance.st. Both must equal the example's `.expected` rendering, so a failure
 names the example and the side that disagrees.
@@ -13,10 +13,12 @@ from typing import List
 
 import pytest
 
-from hotload import protocol, sexpr
-from hotload.chunks import ChunkError, read_source
+from hotload.staging import protocol
+
+from hotload.formats import sexpr
+from hotload.formats.chunks import ChunkError, read_source
 from hotload.errors import InputError, ProtocolError
-from hotload.loader_sources import loader_files, st_string
+from hotload.images.loader_sources import loader_files, st_string
 
 HERE = Path(__file__).resolve().parent / "conformance"
 
@@ -215,7 +217,7 @@ def test_client(example):
 def loader_renderings():
     if not shutil.which("gst"):
         pytest.skip("GNU Smalltalk is not installed (run .ci/install-system as root)")
-    from hotload.gst import Gst
+    from hotload.images.gst import Gst
 
     output = Gst().run(
         f"HLConformance printAllIn: {st_string(HERE)}!\n",

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_hotload
 from helpers import class_def, make_package, method
 from hotload.errors import PackageError
-from hotload.mcz import SOURCE_MEMBER, parse_version_info, read_mcz
+from hotload.formats.mcz import SOURCE_MEMBER, parse_version_info, read_mcz
 
 SOURCE = class_def("Shape", category="Demo") + method("Shape", "area\n\t^ 0")
 MIB = 1024 * 1024
@@ -242,7 +242,7 @@ def test_unreadable_file(tmp_path, package_members):
     path = tmp_path / "Demo-x.1.mcz"
     path.write_bytes(bytes(zip_bytes(package_members)))
     path.chmod(0)
-    probe = "from hotload.mcz import read_mcz\ntry:\n    read_mcz(%r)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    probe = "from hotload.formats.mcz import read_mcz\ntry:\n    read_mcz(%r)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
     as_root = os.geteuid() == 0
     try:
         runs = [

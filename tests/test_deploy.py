@@ -1,13 +1,13 @@
-"""hotload/deploy.py: one target's push (`Deploy`) and many in turn (`Rollout`), against the fake loader;
+"""hotload/staging/deploy.py: one target's push (`Deploy`) and many in turn (`Rollout`), against the fake loader;
 their results as `push --json` prints them, and the callbacks that tell what happens."""
 
 import pytest
 
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method, shop_packages
-from hotload.deploy import Deploy, DeployResult, PushOptions, Rollout
+from hotload.staging.deploy import Deploy, DeployResult, PushOptions, Rollout
 from hotload.errors import NoLoaderRunning, TargetError
-from hotload.push import PushBatch
+from hotload.staging.push import PushBatch
 
 SELECTION_KEYS = ["target", "decisions", "skipped", "refused", "unloads", "note"]
 PUSH_KEYS = ["batch", "packages", "bytes", "upload_seconds", "cleaned", "kept"]

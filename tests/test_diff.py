@@ -1,4 +1,4 @@
-"""The diff of two snapshots (hotload/diff.py): every kind of change on synthetic snapshots, properties
+"""The diff of two snapshots (hotload/staging/diff.py): every kind of change on synthetic snapshots, properties
 checked by hypothesis, real packages from the corpus, and the text and JSON a user sees."""
 
 import io
@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from hotload.chunks import ClassDefinition, MethodDefinition, Snapshot
-from hotload.diff import (
+from hotload.formats.chunks import ClassDefinition, MethodDefinition, Snapshot
+from hotload.staging.diff import (
     ADDED, CHANGED, REMOVED, DiffReport, PackageDiff, SnapshotDiff, render_report, selector_of,
 )
-from hotload.mcz import read_mcz
-from hotload.pack import Packer
+from hotload.formats.mcz import read_mcz
+from hotload.formats.pack import Packer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 EXAMPLES = int(os.environ.get("HOTLOAD_FUZZ_EXAMPLES", "200"))

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from conftest import NEEDS_GST, run_hotload
-from hotload import protocol
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.staging.protocol import LoadedRecord
 
 pytestmark = NEEDS_GST
 

@@ -14,13 +14,13 @@ from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, example_versions, make_package, method
-from hotload import protocol
-from hotload.diff import compare_with_target
-from hotload.loaded import TargetPackages
-from hotload.mcz import read_mcz
-from hotload.pack import Packer
-from hotload.protocol import render_record
-from hotload.transports import LocalTransport
+from hotload.staging import protocol
+from hotload.staging.diff import compare_with_target
+from hotload.staging.loaded import TargetPackages
+from hotload.formats.mcz import read_mcz
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import render_record
+from hotload.staging.transports import LocalTransport
 from test_tonel import class_file, tonel_method, write_package
 
 BATCH = "20261122T203700Z-3fa9c1"

@@ -12,8 +12,8 @@ import pytest
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method
-from hotload import protocol
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.staging.protocol import LoadedRecord
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, method, shop_packages
-from hotload import protocol
+from hotload.staging import protocol
 
 
 def write_config(folder, text):

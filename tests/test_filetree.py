@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_in_process
-from hotload.mcz import read_mcz
-from hotload.mcz import VersionInfo
-from hotload.pack import Packer, version_sexpr
-from hotload.sources import SourceError, read_sources
+from hotload.formats.mcz import read_mcz
+from hotload.formats.mcz import VersionInfo
+from hotload.formats.pack import Packer, version_sexpr
+from hotload.formats.sources import SourceError, read_sources
 
 
 def write_class(package: Path, name: str, properties: dict, methods=(), comment=None, suffix=".class"):

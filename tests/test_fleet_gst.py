@@ -30,10 +30,10 @@ import pytest
 
 from conftest import NEEDS_GST, run_hotload
 from helpers import serving_counter, staging_listing
-from hotload import protocol
-from hotload.example_app import CounterApp, example_dir, heading_of
-from hotload.pack import Packer
-from hotload.protocol import HistoryEntry, LoadedRecord
+from hotload.staging import protocol
+from hotload.images.example_app import CounterApp, example_dir, heading_of
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import HistoryEntry, LoadedRecord
 
 pytestmark = NEEDS_GST
 

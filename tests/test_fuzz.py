@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from conftest import CORPUS
 from helpers import class_def, make_package, method
-from hotload import sexpr
-from hotload.chunks import ChunkError, Snapshot, _read_chunks, read_source, source_plan_facts
+from hotload.formats import sexpr
+from hotload.formats.chunks import ChunkError, Snapshot, _read_chunks, read_source, source_plan_facts
 from hotload.errors import HotloadError
-from hotload.mcz import PlanFacts, parse_version_info, read_mcz, read_planned
-from hotload.plan_cache import PlanReader
+from hotload.formats.mcz import PlanFacts, parse_version_info, read_mcz, read_planned
+from hotload.formats.plan_cache import PlanReader
 
 settings.register_profile(
     "hotload-fuzz",

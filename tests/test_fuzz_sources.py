@@ -15,11 +15,11 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from hotload.chunks import Snapshot, read_source
-from hotload.filetree import read_filetree_package
-from hotload.pack import monticello_source
-from hotload.sources import SourceError
-from hotload.tonel import TonelFile, read_tonel_package
+from hotload.formats.chunks import Snapshot, read_source
+from hotload.formats.filetree import read_filetree_package
+from hotload.formats.pack import monticello_source
+from hotload.formats.sources import SourceError
+from hotload.formats.tonel import TonelFile, read_tonel_package
 from test_fuzz import edit, fuzz_settings, pick
 
 pytestmark = pytest.mark.fuzz

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from helpers import serving_counter
-from hotload import protocol
-from hotload.mcz import read_mcz
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.formats.mcz import read_mcz
+from hotload.staging.protocol import LoadedRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "git-to-production.md"

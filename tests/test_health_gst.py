@@ -10,10 +10,10 @@ import pytest
 
 from conftest import NEEDS_GST, run_hotload
 from helpers import stage_batch, status_of_batch
-from hotload import protocol
-from hotload.example_app import example_dir, heading_of
-from hotload.pack import Packer
-from hotload.protocol import HealthCheck, Heartbeat, LoadedRecord
+from hotload.staging import protocol
+from hotload.images.example_app import example_dir, heading_of
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import HealthCheck, Heartbeat, LoadedRecord
 
 pytestmark = NEEDS_GST
 

@@ -5,10 +5,10 @@ import shutil
 import pytest
 
 from conftest import run_hotload
-from hotload.gst import Gst
-from hotload.install import LoaderInstaller, _is_new
-from hotload.loader_sources import loader_files
-from hotload.protocol import Heartbeat
+from hotload.images.gst import Gst
+from hotload.images.install import LoaderInstaller, _is_new
+from hotload.images.loader_sources import loader_files
+from hotload.staging.protocol import Heartbeat
 
 needs_gst = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)")
 

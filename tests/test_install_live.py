@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from hotload import protocol
+from hotload.staging import protocol
 from hotload.errors import NoLoaderRunning, TargetError
-from hotload.example_app import example_dir, free_port
-from hotload.gst import Gst
-from hotload.install import LoaderInstaller
-from hotload.loader_sources import loader_files
-from hotload.pack import Packer
-from hotload.protocol import Heartbeat
-from hotload.transports.local import LocalTransport
+from hotload.images.example_app import example_dir, free_port
+from hotload.images.gst import Gst
+from hotload.images.install import LoaderInstaller
+from hotload.images.loader_sources import loader_files
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import Heartbeat
+from hotload.staging.transports.local import LocalTransport
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("gst") and shutil.which("gst-remote")),

@@ -14,9 +14,10 @@ import pytest
 
 from conftest import NEEDS_GST, run_hotload
 from helpers import class_def, make_package, method
-from hotload import protocol
-from hotload.example_app import RequestLoop, count_of, link
-from hotload.gst import Gst
+from hotload.staging import protocol
+from hotload.images.example_app import count_of, link
+from request_loop import RequestLoop
+from hotload.images.gst import Gst
 
 pytestmark = NEEDS_GST
 

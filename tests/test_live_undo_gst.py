@@ -17,7 +17,7 @@ import pytest
 
 from conftest import run_hotload
 from helpers import make_package, serving_counter
-from hotload.example_app import count_of, example_dir, link
+from hotload.images.example_app import count_of, example_dir, link
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"

@@ -12,8 +12,8 @@ import shutil
 
 from conftest import NEEDS_GST, run_hotload
 from helpers import class_def, make_package, method
-from hotload import protocol
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.staging.protocol import LoadedRecord
 
 pytestmark = NEEDS_GST
 

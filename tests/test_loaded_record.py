@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hotload.errors import ProtocolError
-from hotload.protocol import HistoryEntry, LoadedPackage, LoadedRecord, render_record
+from hotload.staging.protocol import HistoryEntry, LoadedPackage, LoadedRecord, render_record
 
 SHA = "ab" * 32
 BATCH = "20261122T203700Z-3fa9c1"
@@ -101,8 +101,8 @@ def test_a_record_of_an_earlier_start_is_waited_for_then_refused(tmp_path):
     """A loader writes its record before its first heartbeat; a record with another id is an earlier start's."""
     import threading
 
-    from hotload.status import read_current_loaded
-    from hotload.transports.local import LocalTransport
+    from hotload.staging.status import read_current_loaded
+    from hotload.staging.transports.local import LocalTransport
 
     (tmp_path / "heartbeat").write_text(_heartbeat("aaaaaaaaaaaa"))
     (tmp_path / "loaded").write_text(render_record("loaded", [("image", "/i.im"), ("id", "bbbbbbbbbbbb"), ROW]))

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from hotload import protocol
-from hotload.example_app import CounterApp, heading_of
+from hotload.staging import protocol
+from hotload.images.example_app import CounterApp, heading_of
 from helpers import assert_reported_after_restart, example_versions, wait_for_snapshot
-from hotload.protocol import Status
+from hotload.staging.protocol import Status
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"
@@ -143,7 +143,7 @@ def test_a_cancelled_batch_is_never_loaded_by_a_later_save_only_trigger(prepared
         folder = app.staging / batch
         folder.mkdir()
         shutil.copy2(v2, folder / v2.name)
-        from hotload.protocol import Manifest, ManifestEntry
+        from hotload.staging.protocol import Manifest, ManifestEntry
 
         entry = ManifestEntry(1, v2.name, v2.stat().st_size, sha256(v2), v2.stem)
         (folder / protocol.MANIFEST).write_text(Manifest.new([entry], batch).render())

@@ -26,10 +26,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from hotload import protocol
+from hotload.staging import protocol
 from helpers import example_versions, serving_counter
-from hotload.example_app import RequestLoop, heading_of
-from hotload.protocol import Heartbeat, Manifest, ManifestEntry, Status
+from hotload.images.example_app import heading_of
+from request_loop import RequestLoop
+from hotload.staging.protocol import Heartbeat, Manifest, ManifestEntry, Status
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst") or not shutil.which("unzip"),

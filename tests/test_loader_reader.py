@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from hotload.gst import Gst
-from hotload.loader_sources import loader_files, st_string
-from hotload.mcz import read_mcz
+from hotload.images.gst import Gst
+from hotload.images.loader_sources import loader_files, st_string
+from hotload.formats.mcz import read_mcz
 
 pytestmark = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)")
 

@@ -2,10 +2,10 @@ import zipfile
 
 import pytest
 
-from hotload import sexpr
-from hotload.chunks import ChunkError, read_source
+from hotload.formats import sexpr
+from hotload.formats.chunks import ChunkError, read_source
 from hotload.errors import PackageError
-from hotload.mcz import parse_version_info, read_mcz
+from hotload.formats.mcz import parse_version_info, read_mcz
 
 
 def test_every_corpus_file_parses(corpus):

@@ -4,8 +4,8 @@ import pytest
 
 from conftest import run_hotload
 from helpers import class_def, method
-from hotload.mcz import read_mcz
-from hotload.pack import PackError, Packer
+from hotload.formats.mcz import read_mcz
+from hotload.formats.pack import PackError, Packer
 
 SOURCE = class_def("Greeter", category="Greeting", ivars="name") + method("Greeter", "greet\n\t^ 'Hello!!'") + (
     "!Greeter class methodsFor: 'initialization'!\ninitialize\n\tself new! !\n\nGreeter initialize!\n"
@@ -68,8 +68,8 @@ def test_pack_command(tmp_path):
 
 
 def test_a_long_history_is_written_and_read_back():
-    from hotload.mcz import VersionInfo, parse_version_info
-    from hotload.pack import version_sexpr
+    from hotload.formats.mcz import VersionInfo, parse_version_info
+    from hotload.formats.pack import version_sexpr
 
     version = VersionInfo(name="Deep-jd.0", id="id-0")
     for number in range(1, 5001):

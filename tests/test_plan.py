@@ -5,8 +5,8 @@ import pytest
 from conftest import run_hotload
 from helpers import add_member, class_def, make_package, method
 from hotload.errors import PlanError
-from hotload.mcz import read_mcz
-from hotload.plan import LoadPlan
+from hotload.formats.mcz import read_mcz
+from hotload.formats.plan import LoadPlan
 
 
 def test_corpus_order_and_reasons(corpus):

@@ -1,4 +1,4 @@
-"""Reading for a plan (mcz.read_planned, PlanFacts) and the per-user cache of it (hotload/plan_cache.py).
+"""Reading for a plan (mcz.read_planned, PlanFacts) and the per-user cache of it (hotload/formats/plan_cache.py).
 
 What a plan reads must be what the whole reader (read_mcz) reads, with the same errors; the cache
 must never change a plan and never fail a command.
@@ -14,11 +14,11 @@ import pytest
 
 from conftest import ROOT, run_hotload
 from helpers import add_member, class_def, make_package, method
-from hotload import plan_cache
+from hotload.formats import plan_cache
 from hotload.errors import PackageError
-from hotload.mcz import PlanFacts, PlannedPackage, read_mcz, read_planned
-from hotload.plan import LoadPlan
-from hotload.plan_cache import PlanReader, facts_from_json, facts_to_json, parse_cache
+from hotload.formats.mcz import PlanFacts, PlannedPackage, read_mcz, read_planned
+from hotload.formats.plan import LoadPlan
+from hotload.formats.plan_cache import PlanReader, facts_from_json, facts_to_json, parse_cache
 from test_corrupt_mcz import CORRUPT_KINDS, zip_bytes
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from helpers import class_def, make_package, method
-from hotload.gst import Gst
-from hotload.loader_sources import loader_files, st_string
+from hotload.images.gst import Gst
+from hotload.images.loader_sources import loader_files, st_string
 
 pytestmark = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)")
 

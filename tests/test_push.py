@@ -19,15 +19,15 @@ from cli_runner import run_in_process
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method, shop_packages
-from hotload import protocol
+from hotload.staging import protocol
 from hotload.errors import InputError, LockBusy, NoLoaderRunning, TargetError
-from hotload.mcz import read_mcz
-from hotload.plan import LoadPlan
-from hotload.protocol import Manifest
-from hotload.push import Pusher
-from hotload.targets import parse_target
-from hotload.transports import LocalTransport, open_transport
-from hotload.transports.base import Transport
+from hotload.formats.mcz import read_mcz
+from hotload.formats.plan import LoadPlan
+from hotload.staging.protocol import Manifest
+from hotload.staging.push import Pusher
+from hotload.staging.targets import parse_target
+from hotload.staging.transports import LocalTransport, open_transport
+from hotload.staging.transports.base import Transport
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method, shop_packages, staging_listing
-from hotload import protocol
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.staging.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
 
 
@@ -180,8 +180,8 @@ def test_a_folder_continues_the_loaded_ancestry_and_is_skipped_when_unchanged(st
 
 
 def test_a_filetree_folder_continues_from_its_stored_version_then_from_the_loaded_one(staging, tmp_path, monkeypatch):
-    from hotload.mcz import VersionInfo
-    from hotload.pack import version_sexpr
+    from hotload.formats.mcz import VersionInfo
+    from hotload.formats.pack import version_sexpr
     from test_filetree import write_class
 
     monkeypatch.setenv("HOTLOAD_AUTHOR", "jd")
@@ -265,7 +265,7 @@ def test_a_fifo_at_loaded_over_sftp_is_one_line_and_never_opened(ssh_home, tmp_p
 
 
 def test_a_repush_over_sftp_uploads_nothing(ssh_home, tmp_path, packages, monkeypatch):
-    from hotload.transports.sftp import SftpTransport
+    from hotload.staging.transports.sftp import SftpTransport
 
     uploaded, writes = [], []
     real_upload, real_write = SftpTransport.upload, SftpTransport.write

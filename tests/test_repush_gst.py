@@ -15,8 +15,8 @@ from pathlib import Path
 from conftest import NEEDS_GST, run_hotload
 from fake_loader import FakeLoader
 from helpers import staging_listing
-from hotload import protocol
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.staging.protocol import LoadedRecord
 from test_tonel import class_file, tonel_method, write_package
 
 pytestmark = NEEDS_GST

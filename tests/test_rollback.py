@@ -1,4 +1,4 @@
-"""Rollback on the client (hotload/rollback.py): reading kept/ (hostile entries included), choosing the state to go
+"""Rollback on the client (hotload/staging/rollback.py): reading kept/ (hostile entries included), choosing the state to go
 back to, and what a rollback sends and unloads, against staging folders written here as a loader writes them.
 The live loader's side is tests/test_rollback_gst.py."""
 
@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import class_def, make_package, method
-from hotload import protocol
-from hotload.deploy import DRY_RUN, PushOptions
-from hotload.pack import Packer
+from hotload.staging import protocol
+from hotload.staging.deploy import DRY_RUN, PushOptions
+from hotload.formats.pack import Packer
 from hotload.errors import InputError, NoLoaderRunning, TargetError
-from hotload.protocol import iso, render_record
-from hotload.rollback import KeptHistory, Rollback
-from hotload.transports.local import LocalTransport
+from hotload.staging.protocol import iso, render_record
+from hotload.staging.rollback import KeptHistory, Rollback
+from hotload.staging.transports.local import LocalTransport
 
 EXAMPLES = int(os.environ.get("HOTLOAD_FUZZ_EXAMPLES", "200"))
 B1, B2, B3 = "20261122T203700Z-aaaaaa", "20261123T203700Z-bbbbbb", "20261124T203700Z-cccccc"

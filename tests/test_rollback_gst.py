@@ -13,10 +13,10 @@ import pytest
 
 from conftest import NEEDS_GST, run_hotload
 from helpers import class_def, make_package, method
-from hotload import protocol
-from hotload.example_app import heading_of
-from hotload.pack import Packer
-from hotload.protocol import LoadedRecord
+from hotload.staging import protocol
+from hotload.images.example_app import heading_of
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import LoadedRecord
 
 pytestmark = NEEDS_GST
 

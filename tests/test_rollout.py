@@ -13,8 +13,8 @@ import pytest
 from conftest import run_hotload
 from fake_loader import FakeLoader
 from helpers import shop_packages
-from hotload import protocol
-from hotload.deploy import DeployResult, PushOptions, Rollout, RolloutInterrupted
+from hotload.staging import protocol
+from hotload.staging.deploy import DeployResult, PushOptions, Rollout, RolloutInterrupted
 from hotload.errors import TargetError
 
 

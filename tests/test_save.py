@@ -4,7 +4,7 @@
 import json
 
 from conftest import NEEDS_GST, run_hotload
-from hotload import protocol
+from hotload.staging import protocol
 
 
 def test_save_waits_for_the_history_line_and_reports_the_sizes(fake_staging):

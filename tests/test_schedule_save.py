@@ -16,7 +16,7 @@ import pytest
 
 from cli_runner import run_in_process
 from conftest import ROOT
-from hotload import schedule
+from hotload.staging import schedule
 from hotload.errors import TargetError
 
 NO_CRONTAB = pytest.mark.skipif(

@@ -25,10 +25,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from hotload.chunks import read_source
-from hotload.gst import Gst, GstError
-from hotload.loader_sources import loader_files, selftest_file, st_string
-from hotload.squeak import Squeak, SqueakError, files_in
+from hotload.formats.chunks import read_source
+from hotload.images.gst import Gst, GstError
+from hotload.images.loader_sources import loader_files, selftest_file, st_string
+from hotload.images.squeak import Squeak, SqueakError, files_in
 
 SELFTEST = selftest_file()
 TZ = "Asia/Kolkata"  # UTC+05:30: epochSeconds must not depend on the local time zone
@@ -316,7 +316,7 @@ class GstVM:
 
 
 class SqueakVM:
-    """Etoys 5.0 on squeak-vm 4.10.2 (hotload.squeak): one scratch image with the loader and the self-test
+    """Etoys 5.0 on squeak-vm 4.10.2 (hotload.images.squeak): one scratch image with the loader and the self-test
     filed in and saved, copied for every run."""
 
     dialect = "squeak"

@@ -11,13 +11,13 @@ import os
 import pytest
 
 from helpers import shop_packages
-from hotload import protocol
-from hotload.mcz import read_mcz
-from hotload.plan import LoadPlan
-from hotload.push import Pusher
-from hotload.targets import parse_target
-from hotload.transports import open_transport
-from hotload.transports import sftp as sftp_module
+from hotload.staging import protocol
+from hotload.formats.mcz import read_mcz
+from hotload.formats.plan import LoadPlan
+from hotload.staging.push import Pusher
+from hotload.staging.targets import parse_target
+from hotload.staging.transports import open_transport
+from hotload.staging.transports import sftp as sftp_module
 
 PRIVATE = ("_async_request", "_read_response")
 

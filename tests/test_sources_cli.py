@@ -9,8 +9,8 @@ import pytest
 
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
-from hotload import protocol
-from hotload.pack import Packer
+from hotload.staging import protocol
+from hotload.formats.pack import Packer
 from test_filetree import write_class
 from test_tonel import class_file, tonel_method, write_package
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hotload.mcz import read_mcz
-from hotload.pack import Packer
-from hotload.sources import read_package
+from hotload.formats.mcz import read_mcz
+from hotload.formats.pack import Packer
+from hotload.formats.sources import read_package
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 

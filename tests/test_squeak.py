@@ -20,9 +20,9 @@ import pytest
 
 from conftest import run_hotload
 from helpers import assert_reported_after_restart, class_def, make_package, method, wait_for_snapshot
-from hotload import protocol
-from hotload.protocol import Heartbeat, LoadedRecord, Status
-from hotload.squeak import Squeak, SqueakError, find_image, find_vm
+from hotload.staging import protocol
+from hotload.staging.protocol import Heartbeat, LoadedRecord, Status
+from hotload.images.squeak import Squeak, SqueakError, find_image, find_vm
 
 try:
     find_vm()
@@ -285,7 +285,7 @@ def test_a_batch_that_does_not_compile_goes_to_failed(app, packages):
 
 def stage(app, files, sizes=None):
     """A batch folder written by hand (as a client would, but with what a client never writes) and its trigger."""
-    from hotload.protocol import Manifest, ManifestEntry, new_batch_id, render_trigger
+    from hotload.staging.protocol import Manifest, ManifestEntry, new_batch_id, render_trigger
 
     batch = new_batch_id()
     folder = app.staging / batch

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from helpers import stage_batch, status_of_batch  # noqa: E402
-from hotload import protocol
-from hotload.pack import Packer
-from hotload.protocol import HealthCheck
-from hotload.squeak import Squeak, SqueakError
+from hotload.staging import protocol
+from hotload.formats.pack import Packer
+from hotload.staging.protocol import HealthCheck
+from hotload.images.squeak import Squeak, SqueakError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

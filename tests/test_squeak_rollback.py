@@ -36,8 +36,8 @@ import pytest
 
 from conftest import run_hotload
 from helpers import class_def, make_package, method
-from hotload.loader_sources import st_string
-from hotload.squeak import Squeak, SqueakError
+from hotload.images.loader_sources import st_string
+from hotload.images.squeak import Squeak, SqueakError
 
 
 def _squeak():

@@ -10,7 +10,7 @@ import pytest
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
 from helpers import class_def, make_package, method, shop_packages
-from hotload import protocol
+from hotload.staging import protocol
 
 
 @pytest.fixture

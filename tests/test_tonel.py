@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_in_process
-from hotload.mcz import read_mcz
-from hotload.pack import Packer
-from hotload.sources import SourceError, read_sources
-from hotload.tonel import read_tonel_package
+from hotload.formats.mcz import read_mcz
+from hotload.formats.pack import Packer
+from hotload.formats.sources import SourceError, read_sources
+from hotload.formats.tonel import read_tonel_package
 
 
 def write_package(folder: Path, files: dict, name=None) -> Path:

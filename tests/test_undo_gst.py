@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from helpers import make_package
-from hotload.gst import Gst
-from hotload.loader_sources import loader_files, st_string
+from hotload.images.gst import Gst
+from hotload.images.loader_sources import loader_files, st_string
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)"

@@ -18,8 +18,8 @@ import pytest
 
 from helpers import class_def, method
 from hotload.errors import HotloadError
-from hotload.mcz import SOURCE_MEMBER
-from hotload.watch import Watcher
+from hotload.formats.mcz import SOURCE_MEMBER
+from hotload.cli.watch import Watcher
 
 DEBOUNCE = 0.1
 TIMEOUT = 10.0
@@ -221,7 +221,7 @@ def test_watching_a_package_in_dist(tmp_path):
     folder.mkdir()
     source_path = folder / "Greeting.st"
     source_path.write_text(source("Greeting", "v0"))
-    from hotload.pack import Packer
+    from hotload.formats.pack import Packer
 
     Packer(author="tester").pack(source_path, folder)
     watched_mcz = folder / "Greeting-tester.2.mcz"  # the name the next pack writes
