@@ -70,9 +70,10 @@ def wait_for_snapshot(image: Path, timeout: float) -> None:
     assert snapshot.exists(), "the loader never started its snapshot"
 
 
-def stage_batch(staging: Path, packages, health=None) -> str:
+def stage_batch(staging: Path, packages, health=None, unloads=None) -> str:
     """Stage a batch as a push does (folder published under its name, manifest built by the client's
-    protocol module, optionally with a health check, then the trigger) and answer its id."""
+    protocol module, optionally with a health check and `unloads`, (package, version) pairs, then the
+    trigger) and answer its id."""
     import hashlib
     import os
     import shutil
@@ -87,7 +88,7 @@ def stage_batch(staging: Path, packages, health=None) -> str:
         shutil.copyfile(package, folder / package.name)
         data = package.read_bytes()
         entries.append(protocol.ManifestEntry(position, package.name, len(data), hashlib.sha256(data).hexdigest(), package.stem))
-    (folder / protocol.MANIFEST).write_text(protocol.Manifest.new(entries, batch, health=health).render())
+    (folder / protocol.MANIFEST).write_text(protocol.Manifest.new(entries, batch, health=health, unloads=unloads).render())
     folder.rename(staging / batch)
     temp = staging / protocol.temp_name(batch, "load")
     temp.write_text(protocol.render_trigger(batch))

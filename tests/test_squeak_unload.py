@@ -24,23 +24,16 @@ The tests run in file order:
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import run_hotload
-from helpers import class_def, make_package, method, status_of_batch
+from helpers import class_def, make_package, method, stage_batch, status_of_batch
 
-try:  # the client's modules by subsystem
-    from hotload.images.loader_sources import st_string
-    from hotload.images.squeak import Squeak, SqueakError
-    from hotload.staging import protocol
-except ImportError:  # before they were
-    from hotload import protocol
-    from hotload.loader_sources import st_string
-    from hotload.squeak import Squeak, SqueakError
+from hotload.images.loader_sources import st_string
+from hotload.images.squeak import Squeak, SqueakError
+from hotload.staging import protocol
 
 LoadedRecord = protocol.LoadedRecord
 
@@ -196,27 +189,6 @@ class Etoys:
         self.squeak.kill(self.process)
 
 
-def stage_unloading(staging: Path, packages, unloads) -> str:
-    """A batch staged as a push stages it (tests/helpers.py stage_batch), with `unload` lines for `unloads`,
-    (package, version) pairs: what no push sends together with a package that does not compile."""
-    batch = protocol.new_batch_id()
-    folder = staging / protocol.temp_folder(batch)
-    folder.mkdir()
-    entries = []
-    for position, package in enumerate(packages, 1):
-        shutil.copyfile(package, folder / package.name)
-        data = package.read_bytes()
-        entries.append(protocol.ManifestEntry(position, package.name, len(data), hashlib.sha256(data).hexdigest(),
-                                              package.stem))
-    (folder / protocol.MANIFEST).write_text(protocol.Manifest.new(entries, batch, unloads=unloads).render())
-    folder.rename(staging / batch)
-    temp = staging / protocol.temp_name(batch, "load")
-    temp.write_text(protocol.render_trigger(batch))
-    os.link(temp, staging / protocol.TRIGGER)
-    temp.unlink()
-    return batch
-
-
 def hotload(*args) -> dict:
     result = run_hotload(*args, timeout=PUSH_TIMEOUT + 60)
     assert "Traceback" not in result.stderr, result.stderr
@@ -335,7 +307,7 @@ def test_an_unload_is_undone_when_the_batch_fails_after_it(etoys, pushed):
     assert_b_loaded(before)
     image, record = sha256(etoys.image), (etoys.staging / protocol.LOADED).read_text()
     broken = etoys.package("HLUn-A", a_source(3, broken=True))
-    batch = stage_unloading(etoys.staging, [broken], [("HLUn-B", "HLUn-B-tester.1")])
+    batch = stage_batch(etoys.staging, [broken], unloads=[("HLUn-B", "HLUn-B-tester.1")])
     status = status_of_batch(etoys, batch, timeout=PUSH_TIMEOUT)
     assert status.result == "failed" and "does not compile" in status.error, status
     assert "rollback incomplete" not in status.error, status
