@@ -2,7 +2,7 @@
 
 It lets client tests exercise `push --wait` without a Smalltalk image. It checks
 sizes and SHA-256 but installs nothing. Never shipped: the real loader is smalltalk/.
-Like the real one (Hotload-Core.st `rememberLoaded:`, `keepPackagesOf:`, `writeLoaded`) it
+Like the real one (Hotload-Loader.st `rememberLoaded:`, `keepPackagesOf:`, `writeLoaded`) it
 writes `loaded` at its first poll and after every batch, and keeps each loaded `.mcz` in
 `packages/`; `record=False` plays an older loader that does neither.
 
@@ -153,7 +153,7 @@ class FakeLoader:
         self._write_loaded()
         self._status(status)
 
-    # -- the loaded record and packages/ (Hotload-Core.st) ------------------------------------
+    # -- the loaded record and packages/ (Hotload-Loader.st) ------------------------------------
 
     @staticmethod
     def _package_name(path: Path, version: str) -> str:

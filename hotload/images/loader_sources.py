@@ -1,7 +1,7 @@
 """The in-image loader's Smalltalk sources, shipped with the Python package.
 
     >>> [p.name for p in loader_files("gst")]
-    ['Hotload-Core.st', 'Hotload-GST.st']
+    ['Hotload-Platform.st', 'Hotload-Reader.st', 'Hotload-Batch.st', 'Hotload-Applier.st', 'Hotload-Loader.st', 'Hotload-GST.st']
     >>> selftest_file().name
     'Hotload-SelfTest.st'
 
@@ -14,10 +14,14 @@ from typing import List
 
 from hotload.errors import HotloadError
 
+#: the dialect-independent loader, in file-in order: the facade, the reader, the batch and protocol, the applier,
+#: the loader
+CORE = ("Hotload-Platform.st", "Hotload-Reader.st", "Hotload-Batch.st", "Hotload-Applier.st", "Hotload-Loader.st")
+
 DIALECTS = {
-    "gst": ("Hotload-Core.st", "Hotload-GST.st"),
-    "pharo": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Pharo.st"),
-    "squeak": ("Hotload-Core.st", "Hotload-Monticello.st", "Hotload-Squeak.st"),
+    "gst": CORE + ("Hotload-GST.st",),
+    "pharo": CORE + ("Hotload-Monticello.st", "Hotload-Pharo.st"),
+    "squeak": CORE + ("Hotload-Monticello.st", "Hotload-Squeak.st"),
 }
 
 SELFTEST = "Hotload-SelfTest.st"
@@ -26,7 +30,7 @@ SELFTEST = "Hotload-SelfTest.st"
 def sources_dir() -> Path:
     package = Path(__file__).resolve().parent.parent  # hotload/
     for candidate in (package / "loader_sources", package.parent / "smalltalk"):
-        if (candidate / "Hotload-Core.st").is_file():
+        if (candidate / CORE[0]).is_file():
             return candidate
     raise HotloadError("the loader's Smalltalk sources are missing from this installation; reinstall hotload")
 
