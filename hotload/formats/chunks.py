@@ -387,7 +387,12 @@ _PLAN_ELEMENT = re.compile(
     rf"(?:\s+poolDictionaries:\s*{_PLAN_STRING})?"
     rf"\s+(?:category|package):\s*{_PLAN_STRING}\s*!(?!!)"
     rf"|!(?!!)\s*[A-Za-z_][A-Za-z0-9_.]*\s+commentStamp:\s*{_PLAN_STRING}\s+prior:\s*[0-9]+\s*!(?!!)"
-    r"[^!]*(?:!![^!]*)*!(?!!))"
+    r"[^!]*(?:!![^!]*)*!(?!!)"
+    # Chunks that add nothing to a plan and read without an error: `SystemOrganization addCategory:` with
+    # a string or symbol the tokenizer reads (a category, which a plan does not use), and doits of
+    # names only, such as `Foo initialize` (_UNARY_DOIT: a doit).
+    rf"|SystemOrganization\s+addCategory:\s*(?:\#?{_PLAN_STRING}|\#[A-Za-z_][A-Za-z0-9_:]*(?:-[A-Za-z0-9_]+)*)\s*!(?!!)"
+    r"|[A-Za-z_][A-Za-z0-9_.]*(?:\s+[A-Za-z_][A-Za-z0-9_.]*)*\s*!(?!!))"
 )
 
 
@@ -416,6 +421,9 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
     methods per class name in order of each class's first method. Builds no method objects and
     none of the classes' variables."""
     _check_terminated(text)
+    found = _plan_run_split(text)
+    if found is not None:
+        return found
     parts = _PLAN_UNIT.split(text)
     snapshot = None
     if len(parts) > 1:
@@ -423,11 +431,117 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
     if snapshot is None:
         snapshot = Snapshot()
         _read_chunks(text, snapshot, snapshot._methods, True, _plan_doit)
-    classes = tuple(  # traits and class_traits are tuples, as the reader sets them
+    return _plan_classes(snapshot), snapshot.method_class_counts()
+
+
+def _plan_classes(snapshot: Snapshot) -> Tuple[Tuple[str, Optional[str], Tuple[str, ...]], ...]:
+    return tuple(  # traits and class_traits are tuples, as the reader sets them
         (name, definition.superclass, definition.traits + definition.class_traits)
         for name, definition in snapshot.classes.items()
     )
-    return classes, snapshot.method_class_counts()
+
+
+# The header of a unit of _PLAN_UNIT up to its protocol's opening quote, with the `!` before it.
+_PLAN_PREFIX = re.compile(r"!([A-Za-z_][A-Za-z0-9_.]*)(?: class| classSide| classTrait)? methodsFor: ")
+_STAMP_KEY = " stamp: "
+
+
+def _plan_run_split(text: str):
+    """source_plan_facts' answer for a source whose units (_PLAN_UNIT) form one unbroken run, as
+    Monticello writes them: the text before the first unit, then units only, each
+    `!Class[ class] methodsFor: 'protocol' stamp: 'stamp'!`, a method with no `!`, `! !` and the
+    white space up to the next unit's `!`, then the text after the last unit. Checked with a few
+    operations over all the units at once instead of a regular expression over every character.
+    None when the source is not in that form (or its text between units does not read as
+    _read_split reads it): the caller then splits it with _PLAN_UNIT.
+
+    Why this is _PLAN_UNIT.split: the first unit is found by _PLAN_UNIT.search itself. Split at
+    every `!`, a unit starting at the `!` before piece i is pieces i to i + 3: the header (no `!`
+    inside), a method with something other than white space, a single space (`! !`), then the
+    white space the unit takes when a `!` not followed by `!` comes next (a non-empty piece after
+    it). Where every unit but the last takes that white space, each unit ends at the `!` that
+    begins the next, so the units follow one another with nothing between them, and the search
+    after the last goes on at that unit's end, in the text after it, which _PLAN_UNIT.split reads.
+    """
+    first = _PLAN_UNIT.search(text)
+    if first is None:
+        return None
+    start = first.start()
+    pieces = text[start:].split("!")  # pieces[0] == "": the text starts with the first unit's `!`
+    total = len(pieces)
+    last_space = total - 1
+    while last_space > 0 and pieces[last_space] != " ":  # the last unit's `! !`, near the end
+        last_space -= 1
+    if last_space % 4 != 3:
+        return None
+    units = (last_space + 1) // 4  # unit k: pieces 4k+1 (header), 4k+2 (method), 4k+3 (" "), 4k+4 (white space)
+    if pieces[3:last_space + 1:4].count(" ") != units:
+        return None
+    methods = pieces[2:last_space:4]
+    if "" in methods or any(map(str.isspace, methods)):
+        return None
+    if not all(map(str.isspace, pieces[4:last_space - 2:4])):  # each unit but the last takes its white space
+        return None
+    # The last unit: `! !` not followed by `!`; it takes the white space after it when a lone `!` follows.
+    after = last_space + 1
+    if after >= total or (not pieces[after] and after != total - 1):
+        return None
+    taken = 0
+    if pieces[after] and pieces[after].isspace() and after + 1 < total and (pieces[after + 1] or after + 1 == total - 1):
+        taken = len(pieces[after])
+    # The headers, each `Class[ side] methodsFor: 'protocol' stamp: 'stamp'` with no quote in either string:
+    # split at quotes, the `!`-joined headers give exactly four parts per header, and every fourth is
+    # `!Class[ side] methodsFor: ` (its `!` is the only one in it). There are as many `!` as headers, so
+    # no other part holds one: each header is its own prefix, protocol, ` stamp: ` and stamp.
+    quoted = ("!" + "!".join(pieces[1:last_space:4])).split("'")
+    if len(quoted) != 4 * units + 1 or quoted[-1] or quoted[2::4].count(_STAMP_KEY) != units:
+        return None
+    run_counts: Dict[str, int] = {}
+    for prefix, number in Counter(quoted[0:-1:4]).items():  # in order of first appearance
+        match = _PLAN_PREFIX.fullmatch(prefix)
+        if match is None:
+            return None
+        name = match.group(1)
+        run_counts[name] = run_counts.get(name, 0) + number
+    tail_length = sum(map(len, pieces[after:])) + (total - 1 - after)  # the text after the last `! !`
+    end = len(text) - tail_length + taken
+    tail_parts = _PLAN_UNIT.split(text[end:])
+    gaps = [text[:start], *tail_parts[0::2]]
+    names = [run_counts, *tail_parts[1::2]]
+    snapshot = Snapshot()
+    gap_methods = _read_gaps(gaps, snapshot, _plan_doit)
+    if gap_methods is None:
+        return None
+    counts: Dict[str, int] = {}
+    for index, gap in enumerate(gaps):
+        for method in gap_methods.get(index, ()):
+            counts[method.class_name] = counts.get(method.class_name, 0) + 1
+        if index < len(names):
+            name = names[index]
+            if name.__class__ is str:
+                counts[name] = counts.get(name, 0) + 1
+            else:
+                for name, number in name.items():
+                    counts[name] = counts.get(name, 0) + number
+    return _plan_classes(snapshot), counts
+
+
+def _read_gaps(gaps: List[str], snapshot: Snapshot, read_doit=None) -> Optional[dict]:
+    """The methods read chunk by chunk from each non-empty gap, {gap index: [MethodDefinition]}, when
+    each gap but the last ends where the reader expects a new chunk (see _read_split); None otherwise,
+    and for any error."""
+    last = len(gaps) - 1
+    gap_methods = {}
+    try:
+        for index in compress(count(), gaps):  # the non-empty ones
+            methods = []
+            if not _read_chunks(gaps[index], snapshot, methods, index == last, read_doit):
+                return None
+            if methods:
+                gap_methods[index] = methods
+    except Exception:
+        return None
+    return gap_methods
 
 
 def _read_split(text: str, parts: List[str], read_doit=None) -> Optional[Snapshot]:
@@ -442,16 +556,8 @@ def _read_split(text: str, parts: List[str], read_doit=None) -> Optional[Snapsho
     gaps = parts[0::2]
     names = parts[1::2]
     snapshot = Snapshot()
-    last = len(gaps) - 1
-    gap_methods = {}
-    try:
-        for index in compress(count(), gaps):  # the non-empty ones
-            methods = []
-            if not _read_chunks(gaps[index], snapshot, methods, index == last, read_doit):
-                return None
-            if methods:
-                gap_methods[index] = methods
-    except Exception:
+    gap_methods = _read_gaps(gaps, snapshot, read_doit)
+    if gap_methods is None:
         return None
     counts = Counter()
     done = 0
