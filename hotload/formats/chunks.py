@@ -436,8 +436,10 @@ def source_plan_facts(text: str) -> Tuple[Tuple[Tuple[str, Optional[str], Tuple[
 
 def _plan_classes(snapshot: Snapshot) -> Tuple[Tuple[str, Optional[str], Tuple[str, ...]], ...]:
     return tuple(  # traits and class_traits are tuples, as the reader sets them
-        (name, definition.superclass, definition.traits + definition.class_traits)
-        for name, definition in snapshot.classes.items()
+        [
+            (name, definition.superclass, definition.traits + definition.class_traits)
+            for name, definition in snapshot.classes.items()
+        ]
     )
 
 
@@ -512,8 +514,10 @@ def _plan_run_split(text: str):
     gap_methods = _read_gaps(gaps, snapshot, _plan_doit)
     if gap_methods is None:
         return None
+    if not gap_methods and len(names) == 1:  # Monticello's layout: no method outside the run
+        return _plan_classes(snapshot), run_counts
     counts: Dict[str, int] = {}
-    for index, gap in enumerate(gaps):
+    for index in range(len(gaps)):
         for method in gap_methods.get(index, ()):
             counts[method.class_name] = counts.get(method.class_name, 0) + 1
         if index < len(names):

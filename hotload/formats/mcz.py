@@ -464,15 +464,34 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except (OSError, ValueError) as error:
         raise PackageError(path, f"cannot be read ({_os_reason(error)}); check its permissions") from None
-    with open(descriptor, "rb") as handle:
+    try:
         try:
-            _check_kind(path, os.fstat(descriptor), max_bytes)  # it may have been replaced since the stat
-            data = handle.read(max_bytes + 1)
+            status = os.fstat(descriptor)
+            _check_kind(path, status, max_bytes)  # it may have been replaced since the stat
+            data = _read_to_end(descriptor, status.st_size, max_bytes + 1)
         except OSError as error:
             raise PackageError(path, f"cannot be read ({_os_reason(error)}); check the disk and copy it again") from None
+    finally:
+        os.close(descriptor)
     if len(data) > max_bytes:
         raise PackageError(path, _over_limit("is", max_bytes, "max_mcz_bytes"))
     return data
+
+
+def _read_to_end(descriptor: int, size: int, limit: int) -> bytes:
+    """Up to limit bytes, to the end of the file: its size and one byte more asked for first (a buffered
+    read of the limit would allocate the whole limit for every file), then 64 KiB at a time."""
+    parts = []
+    total = 0
+    want = min(size + 1, limit)
+    while total < limit:
+        part = os.read(descriptor, min(want, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+        want = 1 << 16
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _check_kind(path: Path, status: os.stat_result, max_bytes: int):
