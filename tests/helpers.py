@@ -48,6 +48,15 @@ def example_versions(dist: Path, author: str = "demo"):
     return tuple(packer.pack(example_dir() / version / "Counter-App.st", dist).path for version in ("v1", "v2"))
 
 
+def broken_counter(folder: Path, heading: str = "Counter v2", author: str = "broken", ancestor=None) -> Path:
+    """examples/counter v2 packed with a page that raises (Seaside answers its error page), headed `heading`."""
+    source = (example_dir() / "v2" / "Counter-App.st").read_text().replace(
+        "\thtml heading: 'Counter v2'.", f"\tself error: 'broken page'.\n\thtml heading: '{heading}'.")
+    assert "broken page" in source
+    (folder / "Counter-App.st").write_text(source)
+    return Packer(author=author).pack(folder / "Counter-App.st", folder, ancestor_path=ancestor).path
+
+
 @contextlib.contextmanager
 def serving_counter(folder: Path, interval_ms: int, before: str = ""):
     """The example image built (Seaside on Swazoo and the loader) and serving; killed at the end."""

@@ -29,10 +29,9 @@ from typing import Dict, List
 import pytest
 
 from conftest import NEEDS_GST, run_hotload
-from helpers import serving_counter, staging_listing
+from helpers import broken_counter, serving_counter, staging_listing
 from hotload.staging import protocol
-from hotload.images.example_app import CounterApp, example_dir, heading_of
-from hotload.formats.pack import Packer
+from hotload.images.example_app import CounterApp, heading_of
 from hotload.staging.protocol import HistoryEntry, LoadedRecord
 
 pytestmark = NEEDS_GST
@@ -96,12 +95,7 @@ def fleet(tmp_path_factory, sshd, versions):
 @pytest.fixture(scope="module")
 def broken_v3(tmp_path_factory, versions):
     """examples/counter v2 again as v3 (v2 its ancestor), but its page raises: Seaside answers its error page."""
-    folder = tmp_path_factory.mktemp("v3")
-    source = (example_dir() / "v2" / "Counter-App.st").read_text().replace(
-        "\thtml heading: 'Counter v2'.", "\tself error: 'broken page'.\n\thtml heading: 'Counter v3'.")
-    assert "broken page" in source
-    (folder / "Counter-App.st").write_text(source)
-    return Packer(author="demo").pack(folder / "Counter-App.st", folder, ancestor_path=versions[1]).path
+    return broken_counter(tmp_path_factory.mktemp("v3"), "Counter v3", "demo", versions[1])
 
 
 def page_heading(app) -> str:

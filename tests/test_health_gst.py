@@ -9,10 +9,9 @@ import threading
 import pytest
 
 from conftest import NEEDS_GST, run_hotload
-from helpers import stage_batch, status_of_batch
+from helpers import broken_counter, stage_batch, status_of_batch
 from hotload.staging import protocol
-from hotload.images.example_app import example_dir, heading_of
-from hotload.formats.pack import Packer
+from hotload.images.example_app import heading_of
 from hotload.staging.protocol import HealthCheck, Heartbeat, LoadedRecord
 
 pytestmark = NEEDS_GST
@@ -31,11 +30,7 @@ def app(app, versions):
 @pytest.fixture(scope="module")
 def broken_v2(tmp_path_factory, versions):
     """examples/counter v2 whose page raises: Seaside answers its error page."""
-    folder = tmp_path_factory.mktemp("broken")
-    source = (example_dir() / "v2" / "Counter-App.st").read_text().replace(
-        "\thtml heading: 'Counter v2'.", "\tself error: 'broken page'.\n\thtml heading: 'Counter v2'.")
-    (folder / "Counter-App.st").write_text(source)
-    return Packer(author="broken").pack(folder / "Counter-App.st", folder).path
+    return broken_counter(tmp_path_factory.mktemp("broken"))
 
 
 def sha256(path) -> str:

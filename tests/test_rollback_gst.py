@@ -75,6 +75,7 @@ def hotload(*args, cwd=None):
 
 
 def as_json(result) -> dict:
+    assert result.stdout.strip(), result.stderr
     report = json.loads(result.stdout)
     report["exit"] = result.returncode
     return report
