@@ -6,7 +6,9 @@ Starts a throwaway OpenSSH sshd on 127.0.0.1 (tests/sshd.py) and, for the distan
 front of it that holds every chunk for half the round trip in each direction (tests/relay.py; this
 kernel has no netem). Host keys are checked strictly on both paths (the relay's port has its own
 known_hosts line). Three sets, each pushed by `sftp -b` (a `mkdir` and one `put` per file) and by
-`hotload.staging.push.Pusher` over `SftpTransport`, alternating, on loopback and through the relay:
+`hotload.staging.deploy.Deploy` over `SftpTransport` (what `hotload push FILES --to host:path` runs: the
+reads before the push, then `Pusher`), into a new folder each time, alternating, on loopback and through
+the relay:
 
 - `big`: `--files` packages of `--size-mb` MB (throughput);
 - `small`: `--small` packages of 16 KB (per-file cost);
@@ -39,8 +41,8 @@ from sshd import start_sshd  # noqa: E402
 
 from hotload.formats.mcz import read_mcz  # noqa: E402
 from hotload.formats.plan import LoadPlan  # noqa: E402
-from hotload.staging.push import Pusher  # noqa: E402
-from hotload.staging.targets import parse_target  # noqa: E402
+from hotload.staging.deploy import Deploy, PushOptions  # noqa: E402
+from hotload.staging.push import PushBatch  # noqa: E402
 from hotload.staging.transports.sftp import SftpTransport  # noqa: E402
 
 
@@ -84,13 +86,24 @@ def time_openssh(server, alias: str, paths, remote_dir: str, workdir: Path) -> f
     return time.perf_counter() - started
 
 
-def time_hotload(alias: str, plan, remote_dir: str, counters: dict):
+def time_hotload(alias: str, plan, remote_dir: str, counters: dict, workdir: Path):
     """Seconds, and the batch folder the files are in (protocol 2 publishes each batch as `<batch>/`)."""
-    started = time.perf_counter()
-    with SftpTransport.connect(parse_target(f"{alias}:{remote_dir}")) as transport:
-        result = Pusher(transport).push(plan)
+    close = SftpTransport.close
+
+    def counting_close(transport):
         counters["waits"] = getattr(transport, "waits", 0)
-    return time.perf_counter() - started, Path(remote_dir) / result.batch
+        close(transport)
+
+    SftpTransport.close = counting_close
+    try:
+        started = time.perf_counter()
+        result = Deploy(PushBatch.of(plan), f"{alias}:{remote_dir}", lambda: workdir, PushOptions()).run()
+        seconds = time.perf_counter() - started
+    finally:
+        SftpTransport.close = close
+    if result.push is None:
+        sys.exit(f"hotload did not push: {result.result} {result.error or ''}")
+    return seconds, Path(remote_dir) / result.push.batch
 
 
 def add_alias(server, alias: str, port: int):
@@ -120,7 +133,7 @@ def run_set(label, server, alias, paths, plan, remote: Path, workdir: Path, roun
                 seconds, arrived = time_openssh(server, alias, paths, str(where), workdir), where
             else:
                 counters = {}
-                seconds, arrived = time_hotload(alias, plan, str(where), counters)
+                seconds, arrived = time_hotload(alias, plan, str(where), counters, workdir)
                 waits.append(counters["waits"])
             times[runner].append(seconds)
             if relay is not None:

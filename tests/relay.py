@@ -67,6 +67,8 @@ class Relay:
             except OSError:
                 client.close()
                 continue
+            for end in (client, server):  # a network does not hold a small packet back for an acknowledgement
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets += [client, server]
                 self.connections += 1

@@ -4,6 +4,8 @@ clean-up runs, paramiko's public calls still work, and the round trips a push wa
 its number of packages. No timings are asserted."""
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -204,6 +206,37 @@ def test_the_round_trips_a_push_waits_for_do_not_grow_with_its_packages(ssh_home
             turns[label].append(relay.turns())
     # The fewest of two pushes each: on a busy machine the client itself can fall silent mid-pipeline.
     assert min(turns["many"]) <= min(turns["one"]) + 2, turns
+
+
+@pytest.mark.skipif(not shutil.which("sftp"), reason="OpenSSH's sftp client is not installed")
+def test_a_one_package_push_waits_for_no_more_round_trips_than_openssh_sftp(ssh_home, tmp_path):
+    """The fixed cost of a push: `hotload push one.mcz --to host:path` as a whole (connection, the reads
+    before the push, lock, upload, publish, trigger, unlock) into a new staging directory, against `sftp -b`
+    making a folder and putting the same file, both through the same relay at 50 ms. Each counted three
+    times, the fewest taken (a busy machine can make a client fall silent mid-pipeline)."""
+    package = small_packages(tmp_path / "one", 1)[0]
+    ssh = ssh_home.home / ".ssh"
+    turns = {"sftp": [], "hotload": []}
+    with Relay(ssh_home.port, delay=0.025) as relay, ssh_alias(ssh_home, port=relay.port) as alias:
+        for attempt in range(3):
+            remote = tmp_path / f"sftp-{attempt}"
+            batch = tmp_path / "sftp-batch"
+            batch.write_text(f"mkdir {remote}\nput {package} {remote}/{package.name}\n")
+            subprocess.run(
+                ["sftp", "-q", "-b", str(batch), "-F", str(ssh / "config"), "-o", f"UserKnownHostsFile={ssh / 'known_hosts'}",
+                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", alias],
+                env=ssh_home.env(), check=True, stdout=subprocess.DEVNULL, timeout=60,
+            )
+            assert (remote / package.name).read_bytes() == package.read_bytes()
+            turns["sftp"].append(relay.turns())
+            staging = tmp_path / f"hotload-{attempt}"
+            result = run_in_process("push", package, "--to", f"{alias}:{staging}")
+            assert result.returncode == 0, result.stdout + result.stderr
+            turns["hotload"].append(relay.turns())
+            batch_id = protocol.parse_trigger((staging / protocol.TRIGGER).read_text())
+            assert (staging / batch_id / package.name).read_bytes() == package.read_bytes()
+            assert sorted(os.listdir(staging)) == sorted([protocol.TRIGGER, batch_id])  # unlocked, nothing left
+    assert min(turns["hotload"]) <= min(turns["sftp"]), turns
 
 
 @pytest.mark.parametrize("depth", [1, 3])

@@ -37,10 +37,14 @@ class Cleanup:
         self.on_step = on_step or (lambda step: None)
         self._kept: List[str] = []
 
-    def run(self) -> CleanupResult:
-        """Remove temporary entries and the batch folders the trigger does not name."""
+    def run(self, own: Optional[str] = None) -> CleanupResult:
+        """Remove temporary entries and the batch folders the trigger does not name; those of the batch
+        `own` (the push that cleans up: its temporary folder may be made already) are left."""
         self._kept = []
+        self.transport.read_ahead(protocol.TRIGGER)  # a transport may send it behind the listing, never before
         names = self.transport.list_names()  # before reading the trigger (docs/protocol.md, Pushing, 2)
+        if own is not None:
+            names = [n for n in names if n != protocol.temp_folder(own) and not n.startswith(protocol.temp_name(own, ""))]
         triggered = self._triggered_batch()
         removed = []
         for name in names:

@@ -27,8 +27,10 @@ from typing import Callable, List, Optional
 
 from hotload.errors import HotloadError, NoLoaderRunning, TargetError
 from hotload.staging.protocol import HealthCheck
+from hotload.staging.lock import StagingLock
 from hotload.staging.push import PushBatch, PushResult, Pusher, Selection, Selector
-from hotload.staging.status import BatchWaiter, Status, check_protocol, require_loader
+from hotload.staging import protocol
+from hotload.staging.status import BatchWaiter, Status, check_protocol, read_before_push, require_loader
 from hotload.staging.targets import parse_target
 from hotload.staging.transports import open_transport
 
@@ -165,23 +167,44 @@ class Deploy:
     def run(self) -> DeployResult:
         options = self.options
         target = parse_target(self.target)
+        if self.batch is not None:
+            for entry in self.batch.entries.values():
+                protocol.check_package_file_name(entry.file)  # before the staging directory is made
         with open_transport(target) as transport:
-            if (options.wait or options.health) and not options.dry_run:
-                heartbeat = require_loader(transport)  # before uploading anything
-                if options.health and "health" not in heartbeat.features:
-                    raise NoLoaderRunning(
-                        f"the loader at {transport.description} does not check health, so the batch would be saved "
-                        "unchecked; update it with `hotload install-loader` (gst), or remove [health] from the environment"
-                    )
-            else:
-                check_protocol(transport)
-            selection = self.select(transport)
+            pushing = not options.dry_run
+            batch = protocol.new_batch_id() if pushing else None
+            checked = bool(options.wait or options.health) and pushing
+            lock_record = StagingLock.record_for(batch) if pushing else None
+            if pushing:
+                # The lock's temporary record may be written along with these first reads (SFTP sends it behind
+                # them); it is removed again when nothing is pushed. It is renamed to `lock` by the push only.
+                transport.write_ahead(protocol.temp_name(batch, protocol.LOCK), lock_record)
+            try:
+                # One read of the staging directory, heartbeat and loaded record for all that follows; a push
+                # without a loader check makes the staging directory with it (it would a moment later).
+                reads = read_before_push(transport, make_root=pushing and not checked)
+                if checked:
+                    heartbeat = require_loader(transport, probed=reads.files[protocol.HEARTBEAT])  # before uploading
+                    if options.health and "health" not in heartbeat.features:
+                        raise NoLoaderRunning(
+                            f"the loader at {transport.description} does not check health, so the batch would be "
+                            "saved unchecked; update it with `hotload install-loader` (gst), or remove [health] from "
+                            "the environment"
+                        )
+                else:
+                    check_protocol(transport, probed=reads.files[protocol.HEARTBEAT])
+                self._reads = reads
+                selection = self.select(transport)
+            except BaseException:
+                self._discard(transport)
+                raise
             where = selection.target
             if selection.note:
                 self.on_note(f"{where}: {selection.note}")
             if options.dry_run:
                 return self._dry_run(transport, selection)
             if selection.refused:
+                self._discard(transport)
                 return DeployResult(self.target, REFUSED, selection, error=selection.refusal())
             if selection.skipped:
                 self.on_note(
@@ -189,13 +212,15 @@ class Deploy:
                     f"{short_list(d.version for d in selection.skipped)}"
                 )
             if selection.up_to_date:
+                self._discard(transport)
                 return DeployResult(where, UP_TO_DATE, selection)
             self.on_upload(sum(entry.size for entry in selection.entries))
             pushed = Pusher(
                 transport, lock_wait=options.lock_wait, break_lock=options.break_lock,
                 pending_wait=min(options.timeout, 60.0), on_progress=self.on_progress,
                 reconnect=lambda: open_transport(target, connect_timeout=5.0),
-            ).push(selection.plan, entries=selection.entries, health=options.health, unloads=selection.unloads)
+            ).push(selection.plan, batch=batch, entries=selection.entries, health=options.health,
+                   unloads=selection.unloads, lock_record=lock_record)
             self.on_pushed(pushed)
             if not options.wait:
                 return DeployResult(where, PUSHED, selection, push=pushed)
@@ -207,10 +232,19 @@ class Deploy:
             return DeployResult(where, status.result, selection, push=pushed, status=status)
 
     def select(self, transport) -> Selection:
-        """What to send to this target (reads only)."""
+        """What to send to this target (reads only), from the reads `run` made just before (when it did)."""
+        reads, self._reads = getattr(self, "_reads", None), None
         return Selector(
             transport, self.workdir, force=self.options.force, allow_downgrade=self.options.allow_downgrade,
-        ).select(self.batch)
+        ).select(self.batch, reads)
+
+    @staticmethod
+    def _discard(transport):
+        """Nothing is pushed: the lock's temporary record opened ahead goes."""
+        try:
+            transport.discard_ahead(remove=True)
+        except (HotloadError, OSError):
+            pass  # the connection is gone; the next push cleans up
 
     def _dry_run(self, transport, selection: Selection) -> DeployResult:
         """The diff of each package a push would send; writes nothing."""

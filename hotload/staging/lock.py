@@ -37,6 +37,8 @@ class StagingLock:
         break_lock: bool = False,
         on_step: Optional[Callable[[str], None]] = None,
         checkpoint: Optional[Callable[[], None]] = None,
+        before_first_rename: Optional[Callable[[], None]] = None,
+        record: Optional[bytes] = None,
     ):
         self.transport = transport
         self.batch = batch
@@ -45,20 +47,30 @@ class StagingLock:
         self.break_lock = break_lock
         self.on_step = on_step or (lambda step: None)
         self.checkpoint = checkpoint or (lambda: None)
+        #: called right before the first try's rename (what a transport sends then goes out behind it)
+        self.before_first_rename = before_first_rename or (lambda: None)
+        #: the holder record (`record_for`), when made beforehand (e.g. to be written ahead)
+        self.record = record
 
-    def acquire(self):
-        """Take the lock, waiting up to `wait` seconds for a live holder; LockBusy (or TargetError) otherwise."""
-        record = LockRecord.new(self.batch).render().encode()
+    def acquire(self) -> bool:
+        """Take the lock, waiting up to `wait` seconds for a live holder; LockBusy (or TargetError) otherwise.
+        Answers whether it was free at the first try."""
+        record = self.record or self.record_for(self.batch)
         temporary = protocol.temp_name(self.batch, protocol.LOCK)
         deadline = time.monotonic() + self.wait
+        first = True
         try:
             while True:
                 # Written anew on each try: the holder's clean-up removes other pushes' temporaries.
                 self.transport.write(temporary, record)
+                if first:
+                    self.before_first_rename()
                 try:
                     if self.transport.rename_exclusive(temporary, protocol.LOCK):
-                        return
+                        return first
+                    first = False
                 except (FileNotFoundError, TargetError):
+                    first = False
                     if self.transport.kind(temporary) is not None or time.monotonic() >= deadline:
                         raise
                     continue  # the holder's clean-up removed our record just now: write it again
@@ -95,8 +107,14 @@ class StagingLock:
                 pass  # the connection is gone; the next push cleans up
             raise
 
+    @staticmethod
+    def record_for(batch: str) -> bytes:
+        """The holder record a push of `batch` writes, as it goes into the temporary file."""
+        return LockRecord.new(batch).render().encode()
+
     def release(self):
-        """Remove `lock` when it names this batch; quietly nothing when it does not or cannot be read."""
+        """Remove `lock` when it names this batch; quietly nothing when it does not or cannot be read.
+        (A transport may have read it ahead, with the last requests of the push: `read_ahead`.)"""
         try:
             data = self.transport.read(protocol.LOCK)
             if data is None:

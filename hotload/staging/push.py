@@ -47,7 +47,8 @@ from hotload.staging.lock import StagingLock
 from hotload.formats.mcz import SOURCE_MEMBER, read_mcz
 from hotload.formats.plan import LoadPlan
 from hotload.staging.protocol import HealthCheck, LoadedPackage, LoadedRecord, Manifest, ManifestEntry
-from hotload.staging.transports.base import FILE, FOLDER, Transport
+from hotload.staging.cleanup import CleanupResult
+from hotload.staging.transports.base import FILE, FOLDER, Probe, Transport
 
 
 @dataclass
@@ -264,12 +265,15 @@ class Selector:
         self.on_step = on_step or (lambda step: None)
         self._folder: Optional[Path] = None
 
-    def select(self, batch: PushBatch) -> Selection:
-        from hotload.staging.status import OLDER_LOADER, read_current_loaded
+    def select(self, batch: PushBatch, reads: Optional[Probe] = None) -> Selection:
+        """`reads`: a `status.read_before_push` of this target made just before (else it is made here)."""
+        from hotload.staging.status import OLDER_LOADER, read_before_push, read_current_loaded
 
         self.on_step("read loaded")
-        self.transport.check_directory()  # a file at the staging path: that is the error to report
-        loaded = read_current_loaded(self.transport)
+        if reads is None:
+            reads = read_before_push(self.transport)
+        self.transport.check_directory(reads.root)  # a file at the staging path: that is the error to report
+        loaded = read_current_loaded(self.transport, first=reads)
         note = ""
         if loaded.problem:
             if not self.allow_downgrade:
@@ -279,8 +283,8 @@ class Selector:
                     "with --allow-downgrade to send every package unchecked"
                 )
             note = f"every package is sent unchecked (--allow-downgrade): {loaded.problem}"
-        elif loaded.missing:
-            if self.transport.kind(protocol.HEARTBEAT) is not None:
+        elif loaded.missing:  # (read at once, so `reads` is what it was read with)
+            if reads.files[protocol.HEARTBEAT].kind is not None:
                 note = f"every package is sent: {OLDER_LOADER}"
             else:
                 note = "every package is sent: no loader has written a loaded record here yet"
@@ -436,14 +440,16 @@ class Pusher:
         self.reconnect = reconnect
 
     def push(self, plan: Optional[LoadPlan], batch: Optional[str] = None, entries: Optional[List[ManifestEntry]] = None,
-             health: Optional[HealthCheck] = None, unloads: Optional[List[LoadedPackage]] = None) -> PushResult:
+             health: Optional[HealthCheck] = None, unloads: Optional[List[LoadedPackage]] = None,
+             lock_record: Optional[bytes] = None) -> PushResult:
         """Push `plan`; `entries` from `manifest_entries(plan)` may be given to hash once for many targets;
         `health` goes into the manifest, for the loader to check before it saves; `unloads` are loaded
-        packages for the loader to unload first (`plan` may then be None: nothing to install)."""
+        packages for the loader to unload first (`plan` may then be None: nothing to install);
+        `lock_record`: `StagingLock.record_for(batch)` made beforehand (written ahead by the caller)."""
         with self._interrupts_at_safe_points():
             if entries is None:
                 entries = manifest_entries(plan) if plan is not None else []
-            return self._push(plan, batch, entries, health, unloads or [])
+            return self._push(plan, batch, entries, health, unloads or [], lock_record)
 
     @contextlib.contextmanager
     def _interrupts_at_safe_points(self):
@@ -474,26 +480,41 @@ class Pusher:
             raise KeyboardInterrupt
 
     def _push(self, plan: Optional[LoadPlan], batch: Optional[str], entries: List[ManifestEntry], health,
-              unloads: List[LoadedPackage]) -> PushResult:
+              unloads: List[LoadedPackage], lock_record: Optional[bytes] = None) -> PushResult:
         started = time.monotonic()
         manifest = Manifest.new(entries, batch, health=health, unloads=[(p.package, p.version) for p in unloads])
         manifest_text = manifest.render()
         order = plan.order if plan is not None else []
         paths = {package_plan.package.path.name: package_plan.package.path for package_plan in order}  # unique
         created = self.transport.ensure_directory()
+        trigger = protocol.render_trigger(manifest.batch).encode()
         self._publishing = False
         sent = 0
         folder = protocol.temp_folder(manifest.batch)
         lock = StagingLock(
             self.transport, manifest.batch, wait=self.lock_wait, stale_after=self.stale_after,
             break_lock=self.break_lock, on_step=self.on_step, checkpoint=self._checkpoint,
+            # The temporary folder may be made right behind the rename that takes the lock (SFTP sends both
+            # together): when the lock was taken, that is the protocol's order; when it was not, the empty
+            # folder waits with the push (or goes with it), as its temporary lock record does.
+            before_first_rename=lambda: self._ahead_of_the_lock(folder, created), record=lock_record,
         )
         try:
             self.on_step("lock")
-            lock.acquire()
+            free = lock.acquire()
+            if not free:
+                self.transport.discard_ahead()  # make_folder below makes it again if another push's clean-up took it
             self.on_step("clean up")
-            cleaned = Cleanup(self.transport, self.on_step).run()
+            if created and free:
+                # This push made the staging directory and found the lock free: no push can have left
+                # anything in it (one killed holding the lock leaves the lock), so there is nothing to list.
+                cleaned = CleanupResult()
+            else:
+                cleaned = Cleanup(self.transport, self.on_step).run(own=manifest.batch)
             self._checkpoint()
+            # The trigger's record, in its temporary file, may be written along with the batch (SFTP sends it
+            # behind the folder's mkdir); it is renamed to `load` only after the batch is published.
+            self.transport.write_ahead(protocol.temp_name(manifest.batch, protocol.TRIGGER), trigger)
             self.transport.make_folder(folder)
             # The packages, then the manifest, each in the temporary folder; a transport may overlap them
             # (SFTP pipelines them), and upload_many returns only when every one is complete.
@@ -505,6 +526,9 @@ class Pusher:
             def starting(name: str):
                 self.on_step(steps[name])
                 self._checkpoint()
+                if steps[name] == "manifest":
+                    # The last file: the lock may be read back (to release it) with the last requests from here.
+                    self.transport.read_ahead(protocol.LOCK)
 
             self.transport.upload_many(items, lambda name, n: self._progress(name.rsplit("/", 1)[-1], n), starting)
             sent = sum(entry.size for entry in entries)
@@ -518,8 +542,9 @@ class Pusher:
                     "push again, which picks another batch id"
                 )
             self.on_step("trigger")
-            self._put_trigger(manifest.batch)
+            self._put_trigger(manifest.batch, trigger)
         except BaseException:
+            self.transport.discard_ahead()
             if self.transport.lost and self.reconnect:
                 self._release_over_a_new_connection(manifest.batch)
             else:
@@ -533,17 +558,25 @@ class Pusher:
 
     # -- steps -------------------------------------------------------------------------
 
+    def _ahead_of_the_lock(self, folder: str, created: bool):
+        """What follows the lock when it is free, sent right behind the rename that takes it: the temporary
+        folder's mkdir and (unless this push made the staging directory) the clean-up's listing."""
+        self.transport.make_folder_ahead(folder)
+        if not created:
+            self.transport.list_ahead()
+
     def _progress(self, name: str, sent: int):
         self.on_progress(name, sent)
         self._checkpoint()
 
-    def _put_trigger(self, batch: str):
+    def _put_trigger(self, batch: str, record: bytes):
         """Create `load` last; never over a trigger the loader has not consumed (e.g. a save-only one)."""
         temporary = protocol.temp_name(batch, protocol.TRIGGER)
         self._checkpoint()
-        self.transport.write(temporary, protocol.render_trigger(batch).encode())
+        self.transport.write(temporary, record)  # complete (every answer OK) before it is renamed
         if self.transport.rename_exclusive(temporary, protocol.TRIGGER):
             return
+        self.transport.discard_ahead()  # the lock is read back when the push ends, not now
         self.on_step("trigger-wait")
 
         def taken() -> bool:

@@ -19,10 +19,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 from hotload.staging import protocol
 from hotload.errors import HotloadError, NoLoaderRunning, ProtocolError, WaitTimeout
 from hotload.staging.protocol import Conflict, Heartbeat, HistoryEntry, LoadedRecord, LockRecord, Status, VersionMismatch
-from hotload.staging.transports.base import FILE, FOLDER, Transport
+from hotload.staging.transports.base import FILE, FOLDER, Probe, Probed, Transport
 
 #: a loaded record names one package per line: 4 MiB is thousands of packages
 LOADED_LIMIT = 4 << 20
+HEARTBEAT_LIMIT = 1 << 20
 OLDER_LOADER = "the loader keeps no loaded record; update it with hotload install-loader"
 
 
@@ -35,14 +36,26 @@ class LoadedState:
     problem: str = ""
 
 
-def read_current_loaded(transport: Transport, wait: float = 12.0, pause: float = 0.25) -> LoadedState:
+def read_before_push(transport: Transport, make_root: bool = False) -> Probe:
+    """The staging directory's kind, `heartbeat` and `loaded`, read together: what a push reads before it
+    decides (the loader's protocol, what the image runs). With `make_root`, the staging directory is made
+    when missing (a push that goes on makes it anyway)."""
+    return transport.probe({protocol.HEARTBEAT: HEARTBEAT_LIMIT, protocol.LOADED: LOADED_LIMIT}, make_root=make_root)
+
+
+def read_current_loaded(transport: Transport, wait: float = 12.0, pause: float = 0.25,
+                        first: Optional[Probe] = None) -> LoadedState:
     """read_loaded, but a record written by an earlier start of the image (its id is not the heartbeat's) is
     waited for, up to `wait` seconds: a loader writes its record at its first poll, before its first
-    heartbeat. Still not current then: a `problem`."""
+    heartbeat. Still not current then: a `problem`. `first` is a `read_before_push` already made."""
     deadline = time.monotonic() + wait
+    reads = first
     while True:
-        loaded = read_loaded(transport)
-        beating = _heartbeat_id(transport)
+        if reads is None:
+            reads = transport.probe({protocol.LOADED: LOADED_LIMIT, protocol.HEARTBEAT: HEARTBEAT_LIMIT})
+        loaded = read_loaded(transport, reads.files[protocol.LOADED])
+        beating = _heartbeat_id(transport, reads.files[protocol.HEARTBEAT])
+        reads = None
         if loaded.record is None or not loaded.record.loader_id or not beating or loaded.record.loader_id == beating:
             return loaded
         if time.monotonic() >= deadline:
@@ -52,22 +65,27 @@ def read_current_loaded(transport: Transport, wait: float = 12.0, pause: float =
         time.sleep(pause)
 
 
-def _heartbeat_id(transport: Transport) -> str:
+def _heartbeat_id(transport: Transport, probed: Optional[Probed] = None) -> str:
     try:
-        data = transport.read(protocol.HEARTBEAT, 1 << 16) if transport.kind(protocol.HEARTBEAT) == FILE else None
+        if probed is not None:
+            data = probed.data if probed.kind == FILE and probed.error is None else None
+            if data is not None and len(data) > 1 << 16:
+                return ""
+        else:
+            data = transport.read(protocol.HEARTBEAT, 1 << 16) if transport.kind(protocol.HEARTBEAT) == FILE else None
         return Heartbeat.parse(data.decode("utf-8", "replace")).id if data else ""
     except (HotloadError, ValueError):
         return ""
 
 
-def read_loaded(transport: Transport) -> LoadedState:
-    """Read `loaded`; a missing one is `missing`, one that cannot be read (a link, a FIFO, garbage,
-    another version) is a `problem` line; never raises for what the file holds."""
-    kind = transport.kind(protocol.LOADED)
+def read_loaded(transport: Transport, probed: Optional[Probed] = None) -> LoadedState:
+    """Read `loaded` (or take it from a `probe`); a missing one is `missing`, one that cannot be read (a link,
+    a FIFO, garbage, another version) is a `problem` line; never raises for what the file holds."""
+    kind = probed.kind if probed is not None else transport.kind(protocol.LOADED)
     if kind not in (None, FILE):
         return LoadedState(None, problem=f"{protocol.LOADED} is a {kind}, not a file; hotload never follows or opens it")
     try:
-        data = transport.read(protocol.LOADED, LOADED_LIMIT)
+        data = probed.read() if probed is not None else transport.read(protocol.LOADED, LOADED_LIMIT)
         if data is None:
             return LoadedState(None, missing=True)
         return LoadedState(LoadedRecord.parse(data.decode("utf-8", "replace")))
@@ -242,10 +260,12 @@ class ManyStatus:
         }
 
 
-def read_heartbeat(transport: Transport, server_now: Optional[Callable[[], float]] = None, problems=None):
-    """(Heartbeat, age in seconds on the server's clock), or (None, None) when there is none usable."""
+def read_heartbeat(transport: Transport, server_now: Optional[Callable[[], float]] = None, problems=None,
+                   probed: Optional[Probed] = None):
+    """(Heartbeat, age in seconds on the server's clock), or (None, None) when there is none usable.
+    `probed`: the heartbeat as a `probe` read it just before."""
     try:
-        data = transport.read(protocol.HEARTBEAT)
+        data = probed.read() if probed is not None else transport.read(protocol.HEARTBEAT, HEARTBEAT_LIMIT)
         heartbeat = Heartbeat.parse(data.decode("utf-8", "replace")) if data else None
     except VersionMismatch:
         raise
@@ -280,11 +300,12 @@ def _other_version(transport: Transport, error: VersionMismatch) -> str:
     )
 
 
-def require_loader(transport: Transport, server_now: Optional[Callable[[], float]] = None) -> Heartbeat:
+def require_loader(transport: Transport, server_now: Optional[Callable[[], float]] = None,
+                   probed: Optional[Probed] = None) -> Heartbeat:
     """The heartbeat of the one live loader of protocol 2; NoLoaderRunning (exit 3) otherwise."""
     problems: List[str] = []
     try:
-        heartbeat, age = read_heartbeat(transport, server_now, problems=problems)
+        heartbeat, age = read_heartbeat(transport, server_now, problems=problems, probed=probed)
     except VersionMismatch as error:
         raise NoLoaderRunning(_other_version(transport, error)) from None
     if heartbeat is None:
@@ -304,10 +325,10 @@ def require_loader(transport: Transport, server_now: Optional[Callable[[], float
     return heartbeat
 
 
-def check_protocol(transport: Transport) -> None:
+def check_protocol(transport: Transport, probed: Optional[Probed] = None) -> None:
     """Refuse to push to a loader that speaks another protocol version (when one has written a heartbeat)."""
     try:
-        read_heartbeat(transport, server_now=lambda: 0.0, problems=[])
+        read_heartbeat(transport, server_now=lambda: 0.0, problems=[], probed=probed)
     except VersionMismatch as error:
         raise NoLoaderRunning(_other_version(transport, error)) from None
 

@@ -11,7 +11,8 @@ that names the operation, the file and what to do.
 import errno
 import functools
 from abc import ABC, abstractmethod
-from typing import Callable, List, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
 from hotload.errors import TargetError
 
@@ -65,6 +66,30 @@ def translating_errors(method):
     return wrapper
 
 
+@dataclass
+class Probed:
+    """One file as `Transport.probe` found it: its kind (lstat), and for a regular file its contents or the
+    error `Transport.read` would have raised."""
+
+    kind: Optional[str]
+    data: Optional[bytes] = None
+    error: Optional[BaseException] = None
+
+    def read(self) -> Optional[bytes]:
+        """What `Transport.read` answers for this file (None when missing), or the error it raises."""
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
+@dataclass
+class Probe:
+    """The staging directory's kind and some files in it, read together (`Transport.probe`)."""
+
+    root: Optional[str]
+    files: Dict[str, Probed] = field(default_factory=dict)
+
+
 class Transport(ABC):
     #: shown to the user, e.g. "sftp://deploy@app1/srv/app/staging"
     description: str = ""
@@ -74,6 +99,9 @@ class Transport(ABC):
     connection_errors = (OSError, EOFError)
     #: once the connection is lost: the message every later operation fails with at once
     lost: Optional[str] = None
+
+    #: the staging directory was made by `probe(make_root=True)`: the next `ensure_directory` answers True
+    _made_by_probe = False
 
     def _connection_lost(self, error: BaseException) -> Optional[str]:
         """When `error` means the connection is gone: mark it lost and answer what to tell the user."""
@@ -91,12 +119,66 @@ class Transport(ABC):
     def root_kind(self) -> Optional[str]:
         """The kind of the staging directory itself (FOLDER when usable), or None when it is missing."""
 
-    def check_directory(self) -> bool:
-        """Whether the staging directory exists; TargetError when something else stands at its path."""
-        kind = self.root_kind()
+    def check_directory(self, kind: Optional[str] = "unknown") -> bool:
+        """Whether the staging directory exists; TargetError when something else stands at its path.
+        `kind` is the directory's kind when already known (from a `probe`)."""
+        if kind == "unknown":
+            kind = self.root_kind()
         if kind not in (None, FOLDER):
             raise TargetError(f"{self.description} is a {kind}, not a folder; give a staging directory")
         return kind is not None
+
+    def _take_made_by_probe(self) -> bool:
+        made, self._made_by_probe = self._made_by_probe, False
+        return made
+
+    def probe(self, limits: Dict[str, int], make_root: bool = False) -> Probe:
+        """The staging directory's kind and, for each name of `limits`, its kind and (a regular file) its
+        contents up to its limit, as `kind` and `read` would answer them. A transport may send the requests
+        together (SFTP: one round trip for every lstat, one for the opens, one for the reads).
+
+        With `make_root`, the staging directory is made first when it is missing (mode 0700, as
+        `ensure_directory`, which then answers True once): for a push, which makes it anyway."""
+        root = self.root_kind()
+        if make_root and root is None:
+            self._made_by_probe = self.ensure_directory()
+            root = FOLDER
+        files = {}
+        for name, limit in limits.items():
+            kind = self.kind(name) if root in (FOLDER, LINK) else None
+            probed = Probed(kind)
+            if kind is not None:
+                try:
+                    probed.data = self.read(name, limit)
+                    probed.kind = FILE if probed.data is not None else None
+                except TargetError as error:
+                    if self.lost:
+                        raise
+                    probed.error = error
+            files[name] = probed
+        return Probe(root, files)
+
+    def write_ahead(self, name: str, data: Optional[bytes] = None) -> None:
+        """`name` is written next by `write(name, data)`: a transport may start now (SFTP opens the file
+        behind the next request it sends, and with `data` writes it too), so that `write` then waits less.
+        Only for hotload's temporary names. Nothing here."""
+
+    def list_ahead(self, folder: str = "") -> None:
+        """`list_names(folder)` comes next: a transport may start the listing now, behind the next request it
+        sends (SFTP: its opendir behind the rename that takes the lock). Nothing here."""
+
+    def make_folder_ahead(self, name: str) -> None:
+        """`make_folder(name)` comes next: a transport may send the mkdir now, behind the next request it sends
+        (SFTP: behind the rename that takes the lock), so that `make_folder` then only waits for its answer.
+        Only for hotload's temporary folders. Nothing here."""
+
+    def read_ahead(self, name: str) -> None:
+        """`name` is read next by `read(name)` (a small file): a transport may start now, one step (lstat,
+        open, read) behind each request it sends meanwhile. Nothing here."""
+
+    def discard_ahead(self, remove: bool = False) -> None:
+        """Forget what `write_ahead` and `read_ahead` started; with `remove`, delete the files written
+        ahead (when no clean-up follows). Nothing here."""
 
     @abstractmethod
     def kind(self, name: str) -> Optional[str]:

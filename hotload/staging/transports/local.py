@@ -36,6 +36,8 @@ class LocalTransport(Transport):
         return self.root / name
 
     def ensure_directory(self) -> bool:
+        if self._take_made_by_probe():
+            return True
         try:
             mode = os.lstat(self.root).st_mode
         except FileNotFoundError:

@@ -18,20 +18,23 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from collections import deque
 
 import paramiko
 from paramiko.sftp import (
-    CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR,
-    CMD_SETSTAT, CMD_STATUS, CMD_WRITE, SFTP_EOF, SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, int64,
+    CMD_ATTRS, CMD_CLOSE, CMD_DATA, CMD_FSTAT, CMD_HANDLE, CMD_LSTAT, CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ,
+    CMD_READDIR, CMD_REMOVE, CMD_RENAME, CMD_SETSTAT, CMD_STATUS, CMD_WRITE, SFTP_EOF, SFTP_FLAG_CREATE, SFTP_FLAG_READ,
+    SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
 
 from hotload.errors import TargetError
 from hotload.staging.protocol import TEMP_PREFIX
-from hotload.staging.transports.base import FOLDER, Progress, Transport, describe_os_error, translating_errors
+from hotload.staging.transports.base import (
+    FILE, FOLDER, Probe, Probed, Progress, Transport, describe_os_error, translating_errors,
+)
 from hotload.staging.transports.local import kind_of_mode
 
 # paramiko logs a lost connection (with a traceback) from its reader thread; the user gets one line from us.
@@ -57,6 +60,8 @@ FAR_ROUND_TRIP = 0.003
 OPEN_AHEAD = 64
 #: bytes per SSH_FXP_READ (OpenSSH's sftp-server answers at most 256 KiB; 32 KiB is what every server takes)
 READ_SIZE = 32 * 1024
+#: how long the staging directory seen as a folder by a `probe` is taken as still there by `ensure_directory`
+PROBED_ROOT_SECONDS = 10.0
 #: AES-GCM first: one pass in C for cipher and integrity, no separate HMAC in Python
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 
@@ -117,6 +122,37 @@ def _transport(sock, **options) -> paramiko.Transport:
     return transport
 
 
+def _no_delay(transport: Optional[paramiko.Transport]):
+    """Send each packet at once (TCP_NODELAY): requests sent together without waiting for an answer would
+    otherwise wait for the acknowledgement of the first (Nagle), which the other side may delay by up to
+    40 ms, a round trip's worth."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _open_sftp(client: paramiko.SSHClient) -> paramiko.SFTPClient:
+    """SFTP on a new session channel, its subsystem request and SFTP's init sent together, as OpenSSH's sftp
+    does: paramiko's `open_sftp` waits for the answer to the request first, a round trip more. A refused
+    request closes the channel, which the init then meets as the end of the stream (an SSHException)."""
+    channel = client.get_transport().open_session()
+    if not (hasattr(channel, "_event_pending") and hasattr(channel.transport, "_send_user_message")):
+        channel.invoke_subsystem("sftp")
+        return paramiko.SFTPClient(channel)
+    request = paramiko.Message()
+    request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    request.add_int(channel.remote_chanid)
+    request.add_string("subsystem")
+    request.add_boolean(True)
+    request.add_string("sftp")
+    channel._event_pending()  # the answer sets the channel's event, which nobody waits for
+    channel.transport._send_user_message(request)
+    return paramiko.SFTPClient(channel)
+
+
 def _has_private_write_calls(sftp) -> bool:
     """Whether this paramiko has the private calls the fast upload uses (paramiko 3.5 to 5 have them)."""
     return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
@@ -160,6 +196,9 @@ class _Replies:
     def _async_response(self, kind, message, number):
         self.replies[number] = (kind, message)
 
+    def arrived(self, number: int) -> bool:
+        return number in self.replies
+
     def raw(self, number: int):
         """(kind, message) of the reply to `number`, waiting for it if it has not come yet."""
         blocked = False
@@ -194,6 +233,123 @@ class _Replies:
         self.send(CMD_CLOSE, handle)
 
 
+class _Ahead:
+    """A small file written or read ahead of its turn (`SftpTransport.write_ahead`, `read_ahead`): one
+    step at a time, each sent behind the requests of whatever the transport does meanwhile.
+
+    Writing: open, then (with the data) write and close. Reading: lstat, then open only a regular file
+    (an open of a FIFO could hang the server), then size and contents, the close not waited for."""
+
+    def __init__(self, transport: "SftpTransport", name: str, data: Optional[bytes], reading: bool, folder: bool = False,
+                 listing: bool = False):
+        self.transport = transport
+        self.folder = folder
+        self.listing = listing
+        self.replies = _Replies(transport)
+        self.name = name
+        self.data = data
+        self.reading = reading
+        self.waiting: List[int] = []  # the requests of the current step
+        self.step = "queued"
+        self.sent_in = 0  # the transport's batch its current step was sent with
+        self.handle: Optional[bytes] = None
+        self.kind: Optional[str] = None
+        self.result: Optional[bytes] = None
+        self.error: Optional[BaseException] = None
+
+    def _send(self, kind: int, *args) -> int:
+        number = self.replies.send(kind, *args, name=self.name)
+        self.waiting.append(number)
+        self.sent_in = self.transport._batches
+        return number
+
+    def advance(self, block: bool = False) -> bool:
+        """Take the next steps whose answers are here (all of them, waiting, with `block`); True when done.
+        Answers to requests sent before the transport's last batch are waited for: they come before that
+        batch's (the server answers in order), so waiting for them costs no round trip."""
+        transport = self.transport
+        path = transport._remote(transport._path(self.name))
+        while self.step != "done":
+            if self.step == "queued":
+                if self.listing:
+                    self._send(CMD_OPENDIR, transport._remote(transport._path(self.name) if self.name else transport.root))
+                    self.step = "open"
+                elif self.folder:
+                    attributes = SFTPAttributes()
+                    attributes.st_mode = 0o700
+                    self._send(CMD_MKDIR, path, attributes)
+                    self.step = "writing"  # done once answered
+                elif self.reading:
+                    self._send(CMD_LSTAT, path)
+                    self.step = "lstat"
+                else:
+                    flags = SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC | SFTP_FLAG_WRITE
+                    self._send(CMD_OPEN, path, flags, SFTPAttributes())
+                    self.step = "open"
+                continue
+            due = self.sent_in < transport._batches
+            if not block and not due and not all(self.replies.arrived(n) for n in self.waiting):
+                return False
+            numbers, self.waiting = self.waiting, []
+            try:
+                if self.step == "lstat":
+                    _, message = self.replies.wait(numbers[0])
+                    self.kind = kind_of_mode(SFTPAttributes._from_msg(message).st_mode)
+                    if self.kind != FILE:
+                        self.step = "done"
+                        continue
+                    self._send(CMD_OPEN, path, SFTP_FLAG_READ, SFTPAttributes())
+                    self.step = "opening"
+                elif self.step == "opening":
+                    self.handle = self.replies.handle(numbers[0])
+                    self._send(CMD_FSTAT, self.handle)
+                    self._send(CMD_READ, self.handle, int64(0), READ_SIZE)
+                    self.replies.close(self.handle)
+                    self.step = "reading"
+                elif self.step == "reading":
+                    _, message = self.replies.wait(numbers[0])
+                    size = SFTPAttributes._from_msg(message).st_size or 0
+                    kind, message = self.replies.raw(numbers[1])
+                    data = message.get_string() if kind == CMD_DATA else b""
+                    if size >= READ_SIZE or len(data) != size:
+                        self.error = LookupError("larger than one read, or changing")  # read it the usual way
+                    self.result = data
+                    self.step = "done"
+                elif self.step == "open":
+                    self.handle = self.replies.handle(numbers[0])
+                    if self.data is None:
+                        self.step = "opened"
+                        return True
+                    self.write(self.data)
+                elif self.step == "writing":
+                    for number in numbers:
+                        self.replies.wait(number)
+                    self.step = "done"
+                elif self.step == "opened":
+                    return True
+            except FileNotFoundError as error:
+                self.kind, self.error, self.step = None, error, "done"
+            except (OSError, paramiko.SFTPError) as error:
+                if isinstance(error, socket.timeout):
+                    raise
+                self.error, self.step = error, "done"
+        return True
+
+    def write(self, data: bytes):
+        """Send `data` and the close on the handle opened ahead (the answers are waited for in `advance`)."""
+        self.data = data
+        for offset in range(0, len(data), READ_SIZE):
+            self._send(CMD_WRITE, self.handle, int64(offset), data[offset:offset + READ_SIZE])
+        self._send(CMD_CLOSE, self.handle)
+        self.step = "writing"
+
+    def abandon(self):
+        """Close a handle still open, without waiting."""
+        if self.handle is not None and self.step in ("open", "opened"):
+            self.replies.close(self.handle)
+        self.step = "done"
+
+
 def _write_request_size(channel: paramiko.Channel, handle: bytes) -> int:
     """Data bytes per SSH_FXP_WRITE so that each request fills whole SSH packets.
 
@@ -221,6 +377,13 @@ class SftpTransport(Transport):
         self.waits = 0
         #: the round trip measured on the last upload's first open, in seconds
         self.round_trip: Optional[float] = None
+        #: files written or read ahead (`write_ahead`, `read_ahead`), by name
+        self._aheads: Dict[str, _Ahead] = {}
+        self._batches = 0  # requests sent then waited for, counted by `_advance`
+        #: a file that the last operation read whole (so a regular file), for a `remove` right after it
+        self._just_read: Optional[str] = None
+        #: the staging directory was seen as a folder by the last `probe`: (its mode then, when)
+        self._probed_root: Optional[tuple] = None
         self._count_waits()
 
     def _count_waits(self):
@@ -292,8 +455,9 @@ class SftpTransport(Transport):
         except (paramiko.SSHException, OSError, EOFError) as error:
             client.close()
             raise TargetError(f"cannot connect to {where}: {error}; check the host, port and that sshd runs") from None
+        _no_delay(client.get_transport())
         try:
-            sftp = client.open_sftp()
+            sftp = _open_sftp(client)
             sftp.get_channel().settimeout(io_timeout)  # a stalled connection fails instead of hanging
             root = target.path if target.path.startswith("/") else posixpath.join(sftp.normalize("."), target.path)
         except (paramiko.SSHException, OSError, EOFError) as error:
@@ -327,8 +491,182 @@ class SftpTransport(Transport):
     def _path(self, name: str) -> str:
         return posixpath.join(self.root, name)
 
+    # -- requests sent together ----------------------------------------------------------
+
+    def _pipelining(self) -> bool:
+        return _has_private_write_calls(self.sftp)
+
+    def _advance(self, waiting: bool = True):
+        """Called once requests have been sent: the steps of the files written or read ahead whose answers
+        are here go out now, in the same round trip. `waiting`: the caller waits for an answer next, so the
+        answers to the aheads' earlier requests, which come first, may be waited for."""
+        if waiting:
+            self._batches += 1
+        if not self._aheads:
+            return
+        sock = self.sftp.sock
+        while sock.recv_ready():
+            self.sftp._read_response()
+        for ahead in list(self._aheads.values()):
+            ahead.advance()
+
+    def _call(self, kind: int, *args):
+        """One request, the aheads' next steps behind it, then its answer (an error status raises)."""
+        self._just_read = None
+        replies = _Replies(self)
+        number = replies.send(kind, *args)
+        self._advance()
+        return replies.wait(number)
+
+    def _lstat(self, name: str) -> SFTPAttributes:
+        if not self._pipelining():
+            return self.sftp.lstat(self._path(name))
+        kind, message = self._call(CMD_LSTAT, self._remote(self._path(name)))
+        if kind != CMD_ATTRS:
+            raise paramiko.SFTPError("Expected attributes")
+        return SFTPAttributes._from_msg(message)
+
+    def write_ahead(self, name: str, data: Optional[bytes] = None) -> None:
+        if self._pipelining() and not self.lost and name not in self._aheads:
+            self._aheads[name] = _Ahead(self, name, data, reading=False)
+
+    def list_ahead(self, folder: str = "") -> None:
+        if self._pipelining() and not self.lost and ("/list", folder) not in self._aheads:
+            self._aheads[("/list", folder)] = _Ahead(self, folder, None, reading=False, listing=True)
+
+    def make_folder_ahead(self, name: str) -> None:
+        if self._pipelining() and not self.lost and name not in self._aheads:
+            self._aheads[name] = _Ahead(self, name, None, reading=False, folder=True)
+
+    def read_ahead(self, name: str) -> None:
+        if self._pipelining() and not self.lost and name not in self._aheads:
+            self._aheads[name] = _Ahead(self, name, None, reading=True)
+
+    def discard_ahead(self, remove: bool = False) -> None:
+        aheads, self._aheads = list(self._aheads.values()), {}
+        for ahead in aheads:
+            try:
+                ahead.abandon()
+            except self.connection_errors:
+                pass  # the connection is going or gone: what went wrong is reported by whoever called
+        if remove and not self.lost:
+            for ahead in aheads:
+                if not ahead.reading and not ahead.folder and not ahead.listing and ahead.step != "queued":
+                    try:
+                        self.remove(ahead.name)
+                    except (TargetError, OSError):
+                        pass  # the next push's clean-up removes it
+
+    def _take_ahead(self, name, reading: bool, folder: bool = False) -> Optional[_Ahead]:
+        ahead = self._aheads.get(name)
+        if ahead is None or ahead.reading != reading or ahead.folder != folder:
+            return None
+        if ahead.step == "queued":  # never sent: nothing to take over
+            del self._aheads[name]
+            return None
+        return self._aheads.pop(name)
+
+    @translating_errors
+    def probe(self, limits: Dict[str, int], make_root: bool = False) -> Probe:
+        """mkdir (with `make_root`) and every lstat together, then the opens of the regular files together,
+        then their sizes and first blocks together (a larger file is then read as `read` does)."""
+        if not self._pipelining():
+            return super().probe(limits, make_root)
+        self._just_read = None
+        replies = _Replies(self)
+        attributes = SFTPAttributes()
+        attributes.st_mode = 0o700
+        made = replies.send(CMD_MKDIR, self._remote(self.root), attributes) if make_root else None
+        root_number = replies.send(CMD_LSTAT, self._remote(self.root))
+        numbers = {name: replies.send(CMD_LSTAT, self._remote(self._path(name))) for name in limits}
+        self._advance()
+        made_it = False
+        if made is not None:
+            try:
+                replies.wait(made)
+                made_it = True
+            except OSError as error:
+                if isinstance(error, socket.timeout):
+                    raise  # otherwise it was there already, or its parent is missing: the lstat says which
+        root, mode = self._attributes(replies, root_number)
+        files = {name: Probed(self._attributes(replies, number)[0]) for name, number in numbers.items()}
+        if root == FOLDER:
+            self._probed_root = (mode, time.monotonic())
+            self._made_by_probe = made_it
+        opens = {}
+        for name, probed in files.items():
+            if probed.kind == FILE:
+                opens[name] = replies.send(CMD_OPEN, self._remote(self._path(name)), SFTP_FLAG_READ, SFTPAttributes())
+            elif probed.kind is not None:
+                probed.error = self._not_a_file(name, probed.kind)
+        if opens:
+            self._advance()
+        reads = {}
+        for name, number in opens.items():
+            try:
+                handle = replies.handle(number)
+            except FileNotFoundError:
+                files[name].kind = None
+                continue
+            except OSError as error:
+                if isinstance(error, socket.timeout):
+                    raise
+                files[name].error = TargetError(f"read {name} at {self.description} failed: {describe_os_error(error)}")
+                continue
+            reads[name] = (handle, replies.send(CMD_FSTAT, handle), replies.send(CMD_READ, handle, int64(0), READ_SIZE))
+            replies.close(handle)
+        if reads:
+            self._advance()
+        for name, (handle, size_number, read_number) in reads.items():
+            probed = files[name]
+            _, message = replies.wait(size_number)
+            size = SFTPAttributes._from_msg(message).st_size or 0
+            kind, message = replies.raw(read_number)
+            data = message.get_string() if kind == CMD_DATA else b""
+            if size > limits[name]:
+                probed.error = self._too_large(name, limits[name])
+            elif size < READ_SIZE and len(data) == size:
+                probed.data = data
+            else:  # larger than one read, or changing: the usual way
+                try:
+                    probed.data = self.read(name, limits[name])
+                    probed.kind = FILE if probed.data is not None else None
+                except TargetError as error:
+                    if self.lost:
+                        raise
+                    probed.error = error
+        return Probe(root, files)
+
+    @staticmethod
+    def _attributes(replies: _Replies, number: int):
+        """(kind, mode) from the answer to an lstat; (None, None) when missing."""
+        kind, message = replies.raw(number)
+        if kind == CMD_ATTRS:
+            mode = SFTPAttributes._from_msg(message).st_mode
+            return kind_of_mode(mode), mode
+        code = message.get_int()
+        if code == paramiko.sftp.SFTP_NO_SUCH_FILE:
+            return None, None
+        message.rewind()
+        message.get_int()
+        replies.sftp._convert_status(message)
+        raise paramiko.SFTPError("Expected attributes")
+
+    def _not_a_file(self, name: str, kind: str) -> TargetError:
+        return TargetError(
+            f"{name} in {self.description} is a {kind}, not a file; hotload did not write it, "
+            "so it is left alone: remove it by hand"
+        )
+
     @translating_errors
     def ensure_directory(self) -> bool:
+        probed, self._probed_root = self._probed_root, None
+        made = self._take_made_by_probe()
+        if made or (probed is not None and time.monotonic() - probed[1] < PROBED_ROOT_SECONDS):
+            # seen as a folder by the probe just before this push (which may have made it): no lstat again
+            if made and stat.S_IMODE(probed[0]) != 0o700:
+                self.sftp.chmod(self.root, 0o700)  # a umask took bits of 0700 away
+            return made
         try:
             mode = self.sftp.lstat(self.root).st_mode
         except FileNotFoundError:
@@ -374,8 +712,18 @@ class SftpTransport(Transport):
     @translating_errors
     def make_folder(self, name: str) -> None:
         # mkdir first, lstat only when it fails: the folder is new on every push, so this is one round trip
+        ahead = self._take_ahead(name, reading=False, folder=True)
+        if ahead is not None:
+            ahead.advance(block=True)
+            if ahead.error is None:
+                return  # made by the mkdir sent ahead
         try:
-            self.sftp.mkdir(self._path(name), mode=0o700)
+            if self._pipelining():
+                attributes = SFTPAttributes()
+                attributes.st_mode = 0o700
+                self._call(CMD_MKDIR, self._remote(self._path(name)), attributes)
+            else:
+                self.sftp.mkdir(self._path(name), mode=0o700)
             return
         except OSError as error:
             if isinstance(error, socket.timeout):
@@ -396,31 +744,60 @@ class SftpTransport(Transport):
 
     @translating_errors
     def kind(self, name: str) -> Optional[str]:
+        self._just_read = None
+        ahead = self._aheads.get(name)
+        if ahead is not None and ahead.reading and ahead.step != "queued":
+            ahead.advance(block=True)  # the steps not taken yet (none when its requests went out in time)
+            if ahead.error is None or isinstance(ahead.error, FileNotFoundError):
+                if ahead.kind != FILE or ahead.error is not None:
+                    del self._aheads[name]
+                return ahead.kind  # `_read_file` takes the contents
+            del self._aheads[name]  # read it the usual way
         try:
-            return kind_of_mode(self.sftp.lstat(self._path(name)).st_mode)
+            return kind_of_mode(self._lstat(name).st_mode)
         except FileNotFoundError:
             return None
 
     @translating_errors
     def list_names(self, folder: str = "") -> List[str]:
+        self._just_read = None
         path = self._path(folder) if folder else self.root
         try:
             if not _has_private_write_calls(self.sftp):
                 return sorted(self.sftp.listdir(path))
-            return sorted(self._list_pipelined(path))
+            return sorted(self._list_pipelined(path, folder))
         except FileNotFoundError:
             return []
 
-    def _list_pipelined(self, path: str) -> List[str]:
+    def _list_pipelined(self, path: str, folder: str) -> List[str]:
         """opendir, then two readdirs at a time and a close nobody waits for: two round trips for a
-        folder of up to two replies' worth of names (OpenSSH's sftp-server sends 100 a reply)."""
+        folder of up to two replies' worth of names (OpenSSH's sftp-server sends 100 a reply); one when
+        the opendir went ahead (`list_ahead`). What is read ahead goes out behind the first readdirs; when
+        the listing needs more, it is read again after it (the listing comes first)."""
         replies = _Replies(self)
-        handle = replies.handle(replies.send(CMD_OPENDIR, self._remote(path)))
+        ahead = self._take_ahead(("/list", folder), reading=False)
+        handle = None
+        if ahead is not None:
+            ahead.advance(block=True)
+            if ahead.error is None:
+                handle, replies = ahead.handle, ahead.replies
+            elif isinstance(ahead.error, FileNotFoundError):
+                raise ahead.error
+        if handle is None:
+            handle = replies.handle(replies.send(CMD_OPENDIR, self._remote(path)))
         names = []
+        rounds = 0
         try:
             done = False
             while not done:
-                for number in [replies.send(CMD_READDIR, handle) for _ in range(2)]:
+                numbers = [replies.send(CMD_READDIR, handle) for _ in range(2)]
+                rounds += 1
+                if rounds == 1:
+                    self._advance()
+                elif rounds == 2:
+                    for name in [n for n, a in self._aheads.items() if a.reading]:
+                        self._aheads.pop(name).abandon()  # read before the whole listing: read again after it
+                for number in numbers:
                     kind, message = replies.raw(number)
                     if kind == CMD_STATUS:
                         code = message.get_int()
@@ -450,6 +827,20 @@ class SftpTransport(Transport):
     def _read_file(self, name: str, limit: int, tail: bool = False) -> bytes:
         if not _has_private_write_calls(self.sftp):
             return self._read_file_public(name, limit, tail)
+        ahead = self._take_ahead(name, reading=True)
+        if ahead is not None:
+            ahead.advance(block=True)
+            if ahead.error is None and ahead.kind == FILE and len(ahead.result) <= limit:
+                self._just_read = name
+                return ahead.result
+            if isinstance(ahead.error, FileNotFoundError):
+                raise ahead.error
+        self._just_read = None
+        data = self._read_file_pipelined(name, limit, tail)
+        self._just_read = name
+        return data
+
+    def _read_file_pipelined(self, name: str, limit: int, tail: bool = False) -> bytes:
         replies = _Replies(self)
         handle = replies.handle(replies.send(CMD_OPEN, self._remote(self._path(name)), SFTP_FLAG_READ, SFTPAttributes()))
         try:
@@ -513,6 +904,19 @@ class SftpTransport(Transport):
                 handle.set_pipelined(True)
                 handle.write(data)
             return
+        self._just_read = None
+        ahead = self._take_ahead(name, reading=False)
+        if ahead is not None:
+            ahead.advance(block=True)  # the open, and the writing when it was given the data ahead
+            if ahead.error is None and ahead.data is None:
+                ahead.write(data)
+                self._advance()
+                ahead.advance(block=True)
+            if ahead.error is None and ahead.data == data:
+                return  # written and closed, every answer OK
+            if isinstance(ahead.error, (socket.timeout, EOFError, paramiko.SSHException)):
+                raise ahead.error
+            # an error answer (e.g. a folder it was opened in was missing): write it the usual way
         self._upload_many([(data, name)], None, None)
 
     @translating_errors
@@ -553,6 +957,7 @@ class SftpTransport(Transport):
             raise TargetError(f"upload {failed} at {self.description} failed: {detail}") from None
 
     def _upload_many(self, items, progress, on_file) -> None:
+        self._just_read = None
         sftp = self.sftp
         replies = _Replies(self)
         flags = SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC | SFTP_FLAG_WRITE
@@ -571,6 +976,7 @@ class SftpTransport(Transport):
                     next_open += 1
                 if on_file:
                     on_file(name)
+                self._advance(waiting=index == 0)  # the first handle is waited for next; later ones are here
                 started = time.monotonic()
                 handle = replies.handle(opens.popleft())
                 if index == 0:
@@ -591,6 +997,8 @@ class SftpTransport(Transport):
                         if progress:
                             progress(name, len(block))
                 closes.append(replies.send(CMD_CLOSE, handle, name=name))
+                self._advance(waiting=False)
+            self._advance()
             current = ""
             while writes:
                 replies.wait(writes.popleft())
@@ -621,6 +1029,7 @@ class SftpTransport(Transport):
 
     @translating_errors
     def rename_replacing(self, source: str, target: str) -> None:
+        self._just_read = None
         self.sftp.posix_rename(self._path(source), self._path(target))
 
     @translating_errors
@@ -628,25 +1037,44 @@ class SftpTransport(Transport):
         # Plain SSH_FXP_RENAME: OpenSSH's sftp-server uses link(2) for files and refuses an
         # existing target for folders, so it never replaces `target`.
         try:
-            self.sftp.rename(self._path(source), self._path(target))
+            if self._pipelining():
+                self._call(CMD_RENAME, self._remote(self._path(source)), self._remote(self._path(target)))
+            else:
+                self.sftp.rename(self._path(source), self._path(target))
             return True
         except OSError:
             if self.kind(target) is None:
                 raise
             return False
 
+    def remove(self, name: str) -> bool:
+        """As `Transport.remove`; right after `read` read `name` whole (a regular file then, e.g. the lock
+        read back to check it is this push's), without another lstat."""
+        if self._just_read == name and not self.lost:
+            self._just_read = None
+            try:
+                self._unlink(name)
+            except FileNotFoundError:
+                pass
+            return True
+        return super().remove(name)
+
     @translating_errors
     def _unlink(self, name: str) -> None:
-        self.sftp.remove(self._path(name))
+        if self._pipelining():
+            self._call(CMD_REMOVE, self._remote(self._path(name)))
+        else:
+            self.sftp.remove(self._path(name))
 
     @translating_errors
     def _rmdir(self, name: str) -> None:
+        self._just_read = None
         self.sftp.rmdir(self._path(name))
 
     @translating_errors
     def mtime(self, name: str) -> Optional[float]:
         try:
-            return float(self.sftp.lstat(self._path(name)).st_mtime)
+            return float(self._lstat(name).st_mtime)
         except FileNotFoundError:
             return None
 
