@@ -367,21 +367,26 @@ class Selector:
     def _kept(self, loaded: LoadedPackage):
         """(the kept .mcz of the loaded version, read, or None, why not)."""
         try:
-            data = fetch_kept(self.transport, loaded)
+            return read_kept(self.transport, loaded, self._scratch()), ""
         except HotloadError as error:
             if self.transport.lost:
                 raise
             return None, str(error)
-        folder = Path(tempfile.mkdtemp(prefix="kept-", dir=self._scratch()))
-        path = folder / loaded.file
-        path.write_bytes(data)
-        try:
-            kept = read_mcz(path)
-        except PackageError as error:
-            return None, f"{protocol.PACKAGES}/{loaded.file} cannot be read ({error.problem})"
-        if kept.name != loaded.package or kept.version.name != loaded.version:
-            return None, f"{protocol.PACKAGES}/{loaded.file} holds {kept.version.name}, not {loaded.version}"
-        return kept, ""
+
+
+def read_kept(transport: Transport, loaded: LoadedPackage, scratch: Path):
+    """The kept .mcz of `loaded` (`packages/<file>`), checked against the record, written into a new folder
+    in `scratch` and read; a TargetError says why it cannot be had."""
+    data = fetch_kept(transport, loaded)
+    path = Path(tempfile.mkdtemp(prefix="kept-", dir=scratch)) / loaded.file
+    path.write_bytes(data)
+    try:
+        kept = read_mcz(path)
+    except PackageError as error:
+        raise TargetError(f"{protocol.PACKAGES}/{loaded.file} cannot be read ({error.problem})") from None
+    if kept.name != loaded.package or kept.version.name != loaded.version:
+        raise TargetError(f"{protocol.PACKAGES}/{loaded.file} holds {kept.version.name}, not {loaded.version}")
+    return kept
 
 
 def fetch_kept(transport: Transport, loaded: LoadedPackage) -> bytes:

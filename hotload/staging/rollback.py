@@ -13,18 +13,16 @@ since are unloaded first (`unload` lines). The loader verifies, installs, checks
 push, and keeps it too, so a second rollback goes forward again.
 """
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from hotload.staging import protocol
 from hotload.staging.deploy import Deploy, PushOptions
-from hotload.errors import HotloadError, InputError, NoLoaderRunning, PackageError, ProtocolError, TargetError
-from hotload.formats.mcz import read_mcz
+from hotload.errors import HotloadError, InputError, NoLoaderRunning, ProtocolError, TargetError
 from hotload.formats.plan import LoadPlan
 from hotload.staging.protocol import LoadedPackage, LoadedRecord, Manifest, iso
-from hotload.staging.push import SEND, SKIP, Decision, Selection, entries_for, fetch_kept
+from hotload.staging.push import SEND, SKIP, Decision, Selection, entries_for, read_kept
 from hotload.staging.status import read_current_loaded, require_loader
 from hotload.staging.transports.base import FILE, FOLDER, Transport
 
@@ -215,22 +213,13 @@ class Rollback(Deploy):
         return selection
 
     def _fetch(self, transport, wanted: LoadedPackage, batch: str):
-        """The kept .mcz of `wanted`, checked against the record and read, in a scratch folder."""
+        """The kept .mcz of `wanted`, checked against the record and read, in the scratch folder."""
         try:
-            data = fetch_kept(transport, wanted)
+            return read_kept(transport, wanted, self.workdir())
         except HotloadError as error:
+            if transport.lost:
+                raise
             raise TargetError(f"cannot roll back to batch {batch}: {error}; push {wanted.version} by hand instead") from None
-        folder = Path(tempfile.mkdtemp(prefix="rollback-", dir=self.workdir()))
-        path = folder / wanted.file
-        path.write_bytes(data)
-        try:
-            package = read_mcz(path)
-        except PackageError as error:
-            raise TargetError(f"cannot roll back to batch {batch}: {protocol.PACKAGES}/{wanted.file}: {error.problem}") from None
-        if package.name != wanted.package or package.version.name != wanted.version:
-            raise TargetError(f"cannot roll back to batch {batch}: {protocol.PACKAGES}/{wanted.file} holds "
-                              f"{package.version.name}, not {wanted.version}")
-        return package
 
 
 @dataclass
