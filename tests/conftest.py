@@ -62,6 +62,22 @@ def pytest_collection_modifyitems(config, items):
 NEEDS_GST = pytest.mark.skipif(not shutil.which("gst"), reason="GNU Smalltalk is not installed (run .ci/install-system as root)")
 
 
+def _etoys_missing():
+    """Why no Etoys image can run here (the Squeak VM or the image is missing), or None."""
+    from hotload.images.squeak import SqueakError, find_image, find_vm
+
+    try:
+        find_vm()
+        find_image()
+        return None
+    except SqueakError as error:
+        return str(error)
+
+
+ETOYS_MISSING = _etoys_missing()
+NEEDS_ETOYS = pytest.mark.skipif(ETOYS_MISSING is not None, reason=f"no Squeak VM or Etoys image: {ETOYS_MISSING}")
+
+
 @pytest.fixture(scope="module")
 def app(request, tmp_path_factory):
     """The example app (Seaside on Swazoo and the loader) serving, one per test module, once the loader has

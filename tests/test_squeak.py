@@ -18,21 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_hotload
+from conftest import ETOYS_MISSING, NEEDS_ETOYS, run_hotload
 from helpers import assert_reported_after_restart, class_def, make_package, method, wait_for_snapshot
 from hotload.staging import protocol
 from hotload.staging.protocol import Heartbeat, LoadedRecord, Status
 from hotload.images.loader_sources import loader_files
-from hotload.images.squeak import Squeak, SqueakError, find_image, find_vm
+from hotload.images.squeak import Squeak
 
-try:
-    find_vm()
-    find_image()
-    MISSING = None
-except SqueakError as error:
-    MISSING = str(error)
-
-needs_vm = pytest.mark.skipif(MISSING is not None, reason=f"no Squeak VM or Etoys image: {MISSING}")
+MISSING = ETOYS_MISSING
+needs_vm = NEEDS_ETOYS
 
 INTERVAL_MS = 1000
 START_TIMEOUT = 30  # seconds for a started image to write a fresh heartbeat

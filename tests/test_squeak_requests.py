@@ -11,27 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ETOYS_MISSING, NEEDS_ETOYS
 from helpers import stage_batch, status_of_batch  # noqa: E402
 from hotload.staging import protocol
 from hotload.formats.pack import Packer
 from hotload.staging.protocol import HealthCheck
-from hotload.images.squeak import Squeak, SqueakError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from loader_etoys import PACKAGE, EtoysServer, bench_package, load_under_requests  # noqa: E402
 
 
-def _missing():
-    try:
-        Squeak().base_image()
-        return None
-    except SqueakError as error:
-        return str(error)
-
-
-MISSING = _missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no Squeak VM or Etoys image: {MISSING}")
+MISSING = ETOYS_MISSING
+pytestmark = NEEDS_ETOYS
 
 
 @pytest.fixture(scope="module")

@@ -28,27 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_hotload
+from conftest import ETOYS_MISSING, NEEDS_ETOYS, run_hotload
 from helpers import class_def, make_package, method, stage_batch, status_of_batch
 
 from hotload.images.loader_sources import st_string
-from hotload.images.squeak import Squeak, SqueakError
 from hotload.staging import protocol
 
 LoadedRecord = protocol.LoadedRecord
 
 
-def _missing():
-    try:
-        Squeak().base_image()
-        return None
-    except SqueakError as error:
-        return str(error)
-
-
-MISSING = _missing()
-# The reason names Squeak and Etoys: conftest marks the module `smalltalk` (client-only runs deselect it).
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no Squeak VM or Etoys image: {MISSING}")
+MISSING = ETOYS_MISSING
+pytestmark = NEEDS_ETOYS
 
 PUSH_TIMEOUT = 90
 INTERVAL_MS = 200
