@@ -15,7 +15,7 @@ from helpers import class_def, make_package, method
 from hotload.staging import protocol
 from hotload.staging.deploy import DRY_RUN, PushOptions
 from hotload.formats.pack import Packer
-from hotload.errors import InputError, NoLoaderRunning, TargetError
+from hotload.errors import InputError, LockBusy, NoLoaderRunning, TargetError
 from hotload.staging.protocol import iso, render_record
 from hotload.staging.rollback import KeptHistory, Rollback
 from hotload.staging.transports.local import LocalTransport
@@ -24,11 +24,11 @@ EXAMPLES = int(os.environ.get("HOTLOAD_FUZZ_EXAMPLES", "200"))
 B1, B2, B3 = "20261122T203700Z-aaaaaa", "20261123T203700Z-bbbbbb", "20261124T203700Z-cccccc"
 
 
-def package_row(path, batch):
+def package_row(path, batch, origin="added"):
     data = path.read_bytes()
     name, version = path.stem.rsplit("-", 1)[0], path.stem
     return ("package", name, version, path.name, len(data), hashlib.sha256(data).hexdigest(), batch, 1795379820,
-            "2026-11-22T20:37:00Z")
+            "2026-11-22T20:37:00Z", origin)
 
 
 def loaded_text(rows, kept_at=None):
@@ -108,6 +108,22 @@ def test_a_rollback_sends_the_older_version_and_unloads_what_came_since(staged):
     assert [(d.version, d.action) for d in selection.decisions] == [("Shop-Core-tester.1", "send")]
     assert [p.version for p in selection.unloads] == ["Shop-Extras-tester.1"]
     assert [e.version for e in selection.entries] == ["Shop-Core-tester.1"] and not selection.up_to_date
+
+
+@pytest.mark.parametrize("origin, why", [("replaced", "the image had code of it before hotload first loaded it"),
+                                         ("unknown", "its loader did not record")])
+def test_a_package_hotload_did_not_add_is_never_unloaded(staged, origin, why):
+    """Shop-Extras was baked into the image (or nobody recorded): unloading it would lose code no kept file holds."""
+    record = (staged / protocol.LOADED).read_text().replace("\tadded\n", "\t%s\n" % origin)
+    (staged / protocol.LOADED).write_text(record)
+    with pytest.raises(InputError, match=f"does not have Shop-Extras.*{why}.*push the version of Shop-Extras"):
+        select(staged)
+
+
+def test_a_rollback_waits_for_no_pending_trigger(staged):
+    (staged / protocol.TRIGGER).write_text(protocol.render_trigger(B3))
+    with pytest.raises(LockBusy, match="still waiting for the loader"):
+        select(staged)
 
 
 def test_a_dry_run_writes_nothing(staged):

@@ -209,14 +209,37 @@ def test_a_link_at_kept_is_reported_and_never_written_through(app, tmp_path):
     elsewhere.mkdir()
     (app.staging / protocol.KEPT).rename(aside)
     (app.staging / protocol.KEPT).symlink_to(elsewhere)
+    before = {path.name for path in (app.staging / protocol.PACKAGES).iterdir()}
     try:
         other = make_package(tmp_path / "other", "Counter-Other", class_def("HLRollbackOther", category="Counter-Other"))
         report = as_json(hotload("push", other, "--to", app.staging, "--wait", "--json"))
         assert report["exit"] == 0, report  # the batch is loaded and saved; only its keeping is skipped
         assert list(elsewhere.iterdir()) == []
+        # Not kept, so not pruned either: every file a kept state names is still there.
+        assert before <= {path.name for path in (app.staging / protocol.PACKAGES).iterdir()}
         app.wait_until(lambda: "kept is a symbolic link" in (app.staging / protocol.HEARTBEAT).read_text(), "the problem line")
         history = hotload("history", "--to", app.staging)
         assert history.returncode == 0 and "kept is a symbolic link, not a folder" in history.stdout, history.stdout
     finally:
         (app.staging / protocol.KEPT).unlink()
         aside.rename(app.staging / protocol.KEPT)
+
+
+def test_a_package_the_image_had_before_hotload_is_never_unloaded(app, tmp_path):
+    """Counter-Baked's class is in the image before hotload first loads the package (as code baked into an
+    image is): the loaded record says `replaced`, and a rollback to a state without it is refused, since no
+    kept file holds the code it replaced; nothing is pushed."""
+    app.stop()
+    app.start(before="Object subclass: #HLRollbackBaked instanceVariableNames: '' classVariableNames: '' "
+                     "poolDictionaries: '' category: 'Counter-Baked'!\n")
+    baked = make_package(tmp_path / "baked", "Counter-Baked",
+                         class_def("HLRollbackBaked", category="Counter-Baked") + method("HLRollbackBaked", "baked\n\t^ 2"))
+    report = as_json(hotload("push", baked, "--to", app.staging, "--wait", "--json"))
+    assert report["exit"] == 0, report
+    record = LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
+    assert record.packages["Counter-Baked"].origin == "replaced" and record.packages["Counter-Extras"].origin == "added"
+    listing = sorted(path.name for path in app.staging.iterdir())
+    result = hotload("rollback", "--to", app.staging)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "does not have Counter-Baked" in result.stderr and "the image had code of it before" in result.stderr
+    assert sorted(path.name for path in app.staging.iterdir()) == listing

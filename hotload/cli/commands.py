@@ -569,6 +569,8 @@ def rollback(targets, env_name, to_batch, wait, timeout, break_lock, lock_wait, 
         except HotloadError as error:
             raise click.BadParameter(str(error), param_hint="--to-batch") from None
     targets, environment = resolve_targets(targets, env_name)
+    if to_batch is not None and len(targets) > 1:
+        raise click.BadParameter("a batch id is one image's: give one --to with it", param_hint="--to-batch")
     options = PushOptions(
         wait=wait and not dry_run, timeout=_timeout(timeout, environment), break_lock=break_lock,
         lock_wait=lock_wait, dry_run=dry_run, health=_health(environment),

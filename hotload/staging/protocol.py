@@ -467,11 +467,14 @@ class LoadedPackage:
     sha256: str
     batch: str
     loaded_at: float
+    #: "added" (hotload brought the package into the image), "replaced" (the image had code of it before
+    #: hotload first loaded it), or "unknown" (a loader that did not record it)
+    origin: str = "unknown"
 
     def to_json(self) -> dict:
         return {
             "package": self.package, "version": self.version, "file": self.file, "size": self.size,
-            "sha256": self.sha256, "batch": self.batch, "loaded_at": iso(self.loaded_at),
+            "sha256": self.sha256, "batch": self.batch, "loaded_at": iso(self.loaded_at), "origin": self.origin,
         }
 
 
@@ -515,7 +518,8 @@ class LoadedRecord:
             raise ProtocolError(f"the loaded record's line for {package}: {error}") from None
         if not _DIGITS.match(size) or not _SHA256.match(sha256) or not is_batch_id(batch):
             raise ProtocolError(f"the loaded record's line for {package} has a bad size, SHA-256 or batch id")
-        return LoadedPackage(package, version, file, int(size), sha256, batch, _number(seconds))
+        origin = row[9] if len(row) > 9 and row[9] in ("added", "replaced") else "unknown"
+        return LoadedPackage(package, version, file, int(size), sha256, batch, _number(seconds), origin)
 
     def to_json(self) -> dict:
         return {"image": self.image, "loader_id": self.loader_id,

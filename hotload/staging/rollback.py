@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from hotload.staging import protocol
 from hotload.staging.deploy import Deploy, PushOptions
-from hotload.errors import HotloadError, InputError, NoLoaderRunning, ProtocolError, TargetError
+from hotload.errors import HotloadError, InputError, LockBusy, NoLoaderRunning, ProtocolError, TargetError
 from hotload.formats.plan import LoadPlan
 from hotload.staging.protocol import LoadedPackage, LoadedRecord, Manifest, iso
 from hotload.staging.push import SEND, SKIP, Decision, Selection, entries_for, read_kept
@@ -82,6 +82,8 @@ class KeptHistory:
     def _one(transport: Transport, batch: str) -> KeptBatch:
         folder = f"{protocol.KEPT}/{batch}"
         kind = transport.kind(folder)
+        if kind is None:
+            raise TargetError(f"{folder} went away while it was read (the loader keeps the newest only)")
         if kind != FOLDER:
             raise TargetError(f"{folder} is a {kind}, not a folder; hotload never follows it")
         data = transport.read(f"{folder}/{protocol.LOADED}", KEPT_RECORD_LIMIT)
@@ -94,9 +96,11 @@ class KeptHistory:
         sent, unloaded = [], []
         if transport.kind(f"{folder}/{protocol.MANIFEST}") == FILE:  # informative only: a bad one is left out
             try:
-                manifest = Manifest.parse(transport.read(f"{folder}/{protocol.MANIFEST}", KEPT_RECORD_LIMIT).decode("utf-8", "replace"))
-                sent = [entry.version for entry in manifest.entries]
-                unloaded = [version for _, version in manifest.unloads]
+                text = transport.read(f"{folder}/{protocol.MANIFEST}", KEPT_RECORD_LIMIT)
+                if text is not None:  # the loader forgot it meanwhile
+                    manifest = Manifest.parse(text.decode("utf-8", "replace"))
+                    sent = [entry.version for entry in manifest.entries]
+                    unloaded = [version for _, version in manifest.unloads]
             except (ProtocolError, TargetError):
                 if transport.lost:
                     raise
@@ -168,6 +172,15 @@ class RollbackPlan:
             else:
                 send.append(wanted)
         unload = [current.packages[name] for name in sorted(current.packages) if name not in kept.state.packages]
+        for package in unload:
+            if package.origin != "added":
+                why = ("the image had code of it before hotload first loaded it" if package.origin == "replaced"
+                       else "its loader did not record whether the image had code of it before")
+                raise InputError(
+                    f"the state after batch {kept.batch} does not have {package.package}, and a rollback unloads only "
+                    f"packages hotload added: {why}, which no kept file holds; push the version of "
+                    f"{package.package} to go back to by hand, or pick a state that has it (--to-batch)"
+                )
         return cls(kept, send, unload, same)
 
 
@@ -189,6 +202,11 @@ class Rollback(Deploy):
             raise NoLoaderRunning(
                 f"the loader at {transport.description} keeps no batches and cannot unload; "
                 "update it with `hotload install-loader`, then push the versions to go back to"
+            )
+        if transport.kind(protocol.TRIGGER) is not None:
+            raise LockBusy(
+                f"a batch or save is still waiting for the loader at {transport.description} (`{protocol.TRIGGER}` "
+                "is there); roll back once it is done (`hotload status`), against what the image then runs"
             )
         loaded = read_current_loaded(transport)
         if loaded.record is None:
