@@ -142,6 +142,11 @@ def assert_reported_after_restart(report, staging: Path, image_folder: Path, his
     assert not list(image_folder.glob("*.hotload-new")) and not list(image_folder.glob("*.hotload-bak"))
 
 
+def staging_names(staging: Path) -> list:
+    """The names in a staging directory, but a loader's records being written (`.hotload-loader-*`)."""
+    return sorted(path.name for path in Path(staging).iterdir() if not path.name.startswith(".hotload-loader-"))
+
+
 def staging_listing(staging: Path) -> dict:
     """Every entry under a staging directory with its kind, size and modification time, but what a loader
     rewrites while idle: `heartbeat`, and its records being written (`.hotload-loader-*`, renamed a moment

@@ -11,7 +11,7 @@ import pytest
 
 from cli_runner import run_in_process
 from fake_loader import FakeLoader
-from helpers import class_def, make_package, method
+from helpers import class_def, make_package, method, staging_names
 from hotload.staging import protocol
 from hotload.staging.protocol import LoadedRecord
 
@@ -53,10 +53,10 @@ def test_an_older_version_is_refused_then_allowed(staging, tmp_path):
     first = counter(tmp_path / "dist", 1)
     second = counter(tmp_path / "dist", 2)  # Counter-Core-tester.2, descending from .1
     assert push(second, "--to", staging, "--wait").returncode == 0
-    before = sorted(os.listdir(staging))
+    before = staging_names(staging)
     lines = refusal(push(first, "--to", staging, "--wait"))
     assert "Counter-Core-tester.1 is older than the loaded Counter-Core-tester.2 (an ancestor of it)" in lines[0]
-    assert sorted(os.listdir(staging)) == before and loaded_version(staging) == "Counter-Core-tester.2"
+    assert staging_names(staging) == before and loaded_version(staging) == "Counter-Core-tester.2"
     allowed = push(first, "--to", staging, "--wait", "--allow-downgrade", "--json")
     assert allowed.returncode == 0, allowed.stderr
     report = json.loads(allowed.stdout)

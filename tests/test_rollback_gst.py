@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import NEEDS_GST, run_hotload
-from helpers import class_def, make_package, method
+from helpers import class_def, make_package, method, staging_names
 from hotload.staging import protocol
 from hotload.images.example_app import heading_of
 from hotload.formats.pack import Packer
@@ -183,11 +183,11 @@ def test_a_kept_file_that_is_not_the_recorded_one_stops_the_rollback(app, pushed
     original = kept_file.read_bytes()
     kept_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     try:
-        before = sorted(path.name for path in app.staging.iterdir())
+        before = staging_names(app.staging)
         result = hotload("rollback", "--to", app.staging)
         assert result.returncode == 5, result.stdout + result.stderr
         assert "is not the loaded file" in result.stderr and "push Counter-Extras-tester.1 by hand" in result.stderr
-        assert sorted(path.name for path in app.staging.iterdir()) == before  # nothing staged
+        assert staging_names(app.staging) == before  # nothing staged
     finally:
         kept_file.write_bytes(original)
 
@@ -238,8 +238,8 @@ def test_a_package_the_image_had_before_hotload_is_never_unloaded(app, tmp_path)
     assert report["exit"] == 0, report
     record = LoadedRecord.parse((app.staging / protocol.LOADED).read_text())
     assert record.packages["Counter-Baked"].origin == "replaced" and record.packages["Counter-Extras"].origin == "added"
-    listing = sorted(path.name for path in app.staging.iterdir())
+    listing = staging_names(app.staging)
     result = hotload("rollback", "--to", app.staging)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "does not have Counter-Baked" in result.stderr and "the image had code of it before" in result.stderr
-    assert sorted(path.name for path in app.staging.iterdir()) == listing
+    assert staging_names(app.staging) == listing
