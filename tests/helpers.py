@@ -162,3 +162,26 @@ def staging_listing(staging: Path) -> dict:
             status = path.lstat()
             entries[str(path.relative_to(staging))] = (status.st_mode, status.st_size, status.st_mtime_ns)
     return entries
+
+
+# Etoys probes: Smalltalk that writes one "key = value" line per fact (values printString'd, errors as ERROR ...)
+# into `out`, through `show`; a probe block declares both and starts with PROBE_SHOW.
+PROBE_SHOW = """	out := WriteStream on: String new.
+	show := [ :key :block | | value |
+		value := [ block value printString ] on: Error do: [ :e | e return: 'ERROR ' , e class name , ' ' , e messageText printString ].
+		out nextPutAll: key , ' = ' , (value copyReplaceAll: (String with: Character cr) with: '\\n'); nextPut: (Character value: 10) ].
+"""
+
+
+def monticello_organization_probe(prefix: str) -> str:
+    """The probe lines for Monticello's organization of the packages named `prefix...`: working copies with
+    their ancestry and modified flag, class categories, PackageInfos."""
+    return f"""	show value: 'working copies' value: [ ((MCWorkingCopy registry keys select: [ :p | p name beginsWith: '{prefix}' ])
+		collect: [ :p | | wc | wc := MCWorkingCopy registry at: p.
+			p name , ' ' , (wc ancestors collect: [ :v | v name ]) asArray printString , ' modified=' , wc modified printString ])
+		asSortedCollection asArray ].
+	show value: 'class categories' value: [ (SystemOrganization categories select: [ :c | c beginsWith: '{prefix}' ])
+		asSortedCollection asArray ].
+	show value: 'PackageInfos' value: [ (PackageOrganizer default packageNames select: [ :n | n beginsWith: '{prefix}' ])
+		asSortedCollection asArray ].
+"""

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_hotload
-from helpers import class_def, make_package, method
+from helpers import PROBE_SHOW, class_def, make_package, method, monticello_organization_probe
 from hotload.images.loader_sources import st_string
 from hotload.images.squeak import Squeak, SqueakError
 
@@ -104,11 +104,7 @@ RAISE = cdef("HLRbRaise", "HLRb-Raise") + method(
 
 # Every fact the test compares, one "key = value" line each (values printString'd, errors as ERROR ...).
 PROBE = """[ :file | | out show thing |
-	out := WriteStream on: String new.
-	show := [ :key :block | | value |
-		value := [ block value printString ] on: Error do: [ :e | e return: 'ERROR ' , e class name , ' ' , e messageText printString ].
-		out nextPutAll: key , ' = ' , (value copyReplaceAll: (String with: Character cr) with: '\\n'); nextPut: (Character value: 10) ].
-	thing := Smalltalk at: #HLRbThing ifAbsent: [ nil ].
+""" + PROBE_SHOW + """	thing := Smalltalk at: #HLRbThing ifAbsent: [ nil ].
 	show value: 'HLRbThing instVarNames' value: [ thing instVarNames asArray ].
 	show value: 'HLRbThing selectors' value: [ (thing selectors collect: [ :s | s asString ]) asSortedCollection asArray ].
 	show value: 'HLRbThing class selectors' value: [ (thing class selectors collect: [ :s | s asString ]) asSortedCollection asArray ].
@@ -122,15 +118,7 @@ PROBE = """[ :file | | out show thing |
 	#(#HLRbGone #HLRbAddedByV2 #HLRbFresh #HLRbBad #HLRbRaise #HLRbNeeds) do: [ :name |
 		show value: name value: [ Smalltalk includesKey: name ] ].
 	show value: 'HLRbGone new gone' value: [ (Smalltalk at: #HLRbGone) new gone ].
-	show value: 'working copies' value: [ ((MCWorkingCopy registry keys select: [ :p | p name beginsWith: 'HLRb' ])
-		collect: [ :p | | wc | wc := MCWorkingCopy registry at: p.
-			p name , ' ' , (wc ancestors collect: [ :a | a name ]) asArray printString , ' modified=' , wc modified printString ])
-		asSortedCollection asArray ].
-	show value: 'class categories' value: [ (SystemOrganization categories select: [ :c | c beginsWith: 'HLRb' ])
-		asSortedCollection asArray ].
-	show value: 'PackageInfos' value: [ (PackageOrganizer default packageNames select: [ :n | n beginsWith: 'HLRb' ])
-		asSortedCollection asArray ].
-	HLPlatform current writeText: out contents to: file ]"""
+""" + monticello_organization_probe("HLRb") + """	HLPlatform current writeText: out contents to: file ]"""
 
 
 def start_vm(image: Path, log: Path, ready, script=None, reset=None, tries: int = 3):

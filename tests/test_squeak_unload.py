@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ETOYS_MISSING, NEEDS_ETOYS, run_hotload
-from helpers import class_def, make_package, method, stage_batch, status_of_batch
+from helpers import PROBE_SHOW, class_def, make_package, method, monticello_organization_probe, stage_batch, status_of_batch
 
 from hotload.images.loader_sources import st_string
 from hotload.staging import protocol
@@ -65,11 +65,7 @@ B_SOURCE = (
 # ERROR ...). Written by the step hook after every batch, loaded or failed. HLUnLive is an instance of HLUnB made
 # at the previous probe: whether it is still of the class the image runs (an undone unload puts the class back).
 PROBE = """[ :file | | out show a b |
-	out := WriteStream on: String new.
-	show := [ :key :block | | value |
-		value := [ block value printString ] on: Error do: [ :e | e return: 'ERROR ' , e class name , ' ' , e messageText printString ].
-		out nextPutAll: key , ' = ' , (value copyReplaceAll: (String with: Character cr) with: '\\n'); nextPut: (Character value: 10) ].
-	a := Smalltalk at: #HLUnA ifAbsent: [ nil ].
+""" + PROBE_SHOW + """	a := Smalltalk at: #HLUnA ifAbsent: [ nil ].
 	b := Smalltalk at: #HLUnB ifAbsent: [ nil ].
 	show value: 'A answer' value: [ a new answer ].
 	show value: 'A selectors' value: [ (a selectors collect: [ :s | s asString ]) asSortedCollection asArray ].
@@ -86,15 +82,7 @@ PROBE = """[ :file | | out show a b |
 	show value: 'B subclasses' value: [ (b subclasses collect: [ :c | c name asString ]) asArray ].
 	show value: 'live B instance of HLUnB' value: [ (Smalltalk at: #HLUnLive ifAbsent: [ nil ]) isNil
 		ifTrue: [ nil ] ifFalse: [ (Smalltalk at: #HLUnLive) class == b ] ].
-	show value: 'working copies' value: [ ((MCWorkingCopy registry keys select: [ :p | p name beginsWith: 'HLUn' ])
-		collect: [ :p | | wc | wc := MCWorkingCopy registry at: p.
-			p name , ' ' , (wc ancestors collect: [ :v | v name ]) asArray printString , ' modified=' , wc modified printString ])
-		asSortedCollection asArray ].
-	show value: 'class categories' value: [ (SystemOrganization categories select: [ :c | c beginsWith: 'HLUn' ])
-		asSortedCollection asArray ].
-	show value: 'PackageInfos' value: [ (PackageOrganizer default packageNames select: [ :n | n beginsWith: 'HLUn' ])
-		asSortedCollection asArray ].
-	b isNil
+""" + monticello_organization_probe("HLUn") + """	b isNil
 		ifTrue: [ Smalltalk removeKey: #HLUnLive ifAbsent: [ nil ] ]
 		ifFalse: [ Smalltalk at: #HLUnLive put: b new ].
 	HLPlatform current writeText: out contents to: file ]"""
