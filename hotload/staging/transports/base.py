@@ -20,6 +20,17 @@ Progress = Optional[Callable[[int], None]]
 
 FILE, FOLDER, LINK, OTHER = "file", "folder", "symbolic link", "special file"
 
+
+def copy_blocks(source, write: Callable[[bytes], object], size: int, progress: Progress = None) -> None:
+    """Read `source` to its end in blocks of `size` bytes, handing each to `write` and its length to `progress`."""
+    while True:
+        block = source.read(size)
+        if not block:
+            return
+        write(block)
+        if progress:
+            progress(len(block))
+
 _ADVICE = {
     errno.ENOSPC: "the disk is full; free space on the server and push again",
     errno.EDQUOT: "the disk quota is exhausted; free space on the server and push again",

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from hotload.errors import TargetError
-from hotload.staging.transports.base import FILE, FOLDER, LINK, OTHER, Progress, Transport, describe_os_error, translating_errors
+from hotload.staging.transports.base import (
+    FILE, FOLDER, LINK, OTHER, Progress, Transport, copy_blocks, describe_os_error, translating_errors,
+)
 
 CHUNK = 1 << 20
 
@@ -106,13 +108,7 @@ class LocalTransport(Transport):
     def upload(self, local_path: str, name: str, progress: Progress = None) -> None:
         descriptor = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with open(local_path, "rb") as source, os.fdopen(descriptor, "wb") as out:
-            while True:
-                block = source.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                if progress:
-                    progress(len(block))
+            copy_blocks(source, out.write, CHUNK, progress)
             out.flush()
             os.fsync(out.fileno())
 

@@ -33,7 +33,7 @@ from paramiko.sftp_attr import SFTPAttributes
 from hotload.errors import TargetError
 from hotload.staging.protocol import TEMP_PREFIX
 from hotload.staging.transports.base import (
-    FILE, FOLDER, Probe, Probed, Progress, Transport, describe_os_error, translating_errors,
+    FILE, FOLDER, Probe, Probed, Progress, Transport, copy_blocks, describe_os_error, translating_errors,
 )
 from hotload.staging.transports.local import kind_of_mode
 
@@ -1019,13 +1019,7 @@ class SftpTransport(Transport):
         """paramiko's public write, pipelined: closing the file (the caller's `with`) waits for every
         acknowledgement and raises on an error status."""
         handle.set_pipelined(True)
-        while True:
-            block = source.read(CHUNK)
-            if not block:
-                break
-            handle.write(block)
-            if progress:
-                progress(len(block))
+        copy_blocks(source, handle.write, CHUNK, progress)
 
     @translating_errors
     def rename_replacing(self, source: str, target: str) -> None:
