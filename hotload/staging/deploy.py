@@ -163,6 +163,8 @@ class Deploy:
         self.on_progress = on_progress
         self.on_pushed = on_pushed
         self.on_wait = on_wait
+        self._reads = None  # run's read_before_push, for select
+        self._heartbeat = None  # the live loader's, when run checked it
 
     def run(self) -> DeployResult:
         options = self.options
@@ -184,7 +186,7 @@ class Deploy:
                 # without a loader check makes the staging directory with it (it would a moment later).
                 reads = read_before_push(transport, make_root=pushing and not checked)
                 if checked:
-                    heartbeat = require_loader(transport, probed=reads.files[protocol.HEARTBEAT])  # before uploading
+                    self._heartbeat = heartbeat = require_loader(transport, probed=reads.files[protocol.HEARTBEAT])
                     if options.health and "health" not in heartbeat.features:
                         raise NoLoaderRunning(
                             f"the loader at {transport.description} does not check health, so the batch would be "
@@ -233,7 +235,7 @@ class Deploy:
 
     def select(self, transport) -> Selection:
         """What to send to this target (reads only), from the reads `run` made just before (when it did)."""
-        reads, self._reads = getattr(self, "_reads", None), None
+        reads, self._reads = self._reads, None
         return Selector(
             transport, self.workdir, force=self.options.force, allow_downgrade=self.options.allow_downgrade,
         ).select(self.batch, reads)

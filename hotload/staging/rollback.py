@@ -194,10 +194,10 @@ class Rollback(Deploy):
         options = options or PushOptions()
         super().__init__(None, target, workdir, options, **callbacks)
         self.to_batch = to_batch
-        self.plan: Optional[RollbackPlan] = None
 
     def select(self, transport) -> Selection:
-        heartbeat = require_loader(transport)
+        reads, self._reads = self._reads, None  # what `run` read just before, heartbeat and loaded record
+        heartbeat = self._heartbeat or require_loader(transport, probed=reads.files[protocol.HEARTBEAT] if reads else None)
         if "rollback" not in heartbeat.features:
             raise NoLoaderRunning(
                 f"the loader at {transport.description} keeps no batches and cannot unload; "
@@ -208,13 +208,13 @@ class Rollback(Deploy):
                 f"a batch or save is still waiting for the loader at {transport.description} (`{protocol.TRIGGER}` "
                 "is there); roll back once it is done (`hotload status`), against what the image then runs"
             )
-        loaded = read_current_loaded(transport)
+        loaded = read_current_loaded(transport, first=reads)
         if loaded.record is None:
             why = loaded.problem or f"no {protocol.LOADED} record"
             raise TargetError(f"cannot tell what {transport.description} runs ({why}); roll back after its next start")
         history = KeptHistory.read(transport)
         kept = history.find(self.to_batch) if self.to_batch else history.previous(loaded.record)
-        self.plan = plan = RollbackPlan.of(kept, loaded.record)
+        plan = RollbackPlan.of(kept, loaded.record)
         why = f"back to the state after batch {kept.batch}"
         decisions = [Decision(p.package, p.version, SKIP, f"runs it already ({why})", p.version) for p in plan.same]
         packages = []
