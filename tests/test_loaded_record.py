@@ -27,6 +27,14 @@ def test_a_record_reads_into_packages_by_name():
     assert record.to_json()["packages"][1]["loaded_at"] == "2026-11-22T20:37:00Z"
 
 
+@pytest.mark.parametrize("fields, origin", [((), "unknown"), (("added",), "added"), (("replaced",), "replaced"),
+                                            (("baked",), "unknown"), (("added", "later"), "added")])
+def test_the_origin_is_added_replaced_or_unknown(fields, origin):
+    """An older loader writes no origin; a word the client does not know counts as unknown (never unloaded)."""
+    record = LoadedRecord.parse(render_record("loaded", [ROW + fields]))
+    assert record.packages["Grease-Core"].origin == origin
+
+
 def test_an_empty_record_has_no_packages():
     assert LoadedRecord.parse(render_record("loaded", [("image", "/i.im")])).packages == {}
 
